@@ -1,0 +1,462 @@
+"""The async client for the Kamiwaza REST API.
+
+One `httpx.AsyncClient` carries every request. Paths are relative to the base URL,
+which ends in `/api` (for example `https://kamiwaza.example.com/api`); generation goes
+to the deployment's OpenAI-compatible route on the same host.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Mapping
+from types import TracebackType
+from typing import Any, Self
+from urllib.parse import urlsplit
+from uuid import UUID
+
+import httpx
+from pydantic import BaseModel, TypeAdapter, ValidationError
+
+from ._errors import (
+    APIError,
+    AuthenticationError,
+    DeploymentError,
+    InvalidRequestError,
+    KamiwazaError,
+    NotFoundError,
+    PlatformConnectionError,
+    PlatformTimeoutError,
+    ResourceError,
+)
+from .models import (
+    ChatCompletion,
+    Completion,
+    CreateModelDeployment,
+    Deployment,
+    Model,
+    ModelConfig,
+    ModelInstance,
+    RayStatus,
+)
+
+__all__ = ["KamiwazaClient", "Timeouts"]
+
+logger = logging.getLogger(__name__)
+
+_NOT_FOUND_DETAIL = re.compile(r"\bnot\s+found\b|\bdoes\s+not\s+exist\b|\bno\s+such\b", re.IGNORECASE)
+_RETRY_STATUSES = frozenset({502, 503, 504})
+
+
+class Timeouts(BaseModel):
+    """Timeouts in seconds, by kind of operation."""
+
+    connect: float = 5.0
+    read: float = 30.0
+    deploy: float = 120.0
+    generate: float = 300.0
+
+
+class KamiwazaClient:
+    """Async client for the serving, models and runtime routes of a Kamiwaza platform.
+
+    Use it as an async context manager, or call `aclose()` when done. `transport`
+    lets the embedded local platform be reached in-process (`httpx.ASGITransport`).
+    """
+
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        api_key: str | None = None,
+        transport: httpx.AsyncBaseTransport | None = None,
+        timeouts: Timeouts | None = None,
+        verify: bool | str = True,
+        max_retries: int = 2,
+    ) -> None:
+        self._base_url = _normalize_base_url(base_url)
+        self._timeouts = timeouts or Timeouts()
+        self._max_retries = max_retries
+        headers = {"Accept": "application/json", "User-Agent": "kamiwaza-mcp"}
+        if api_key:
+            headers["Authorization"] = f"Bearer {api_key}"
+        self._http = httpx.AsyncClient(
+            base_url=self._base_url + "/",
+            headers=headers,
+            transport=transport,
+            verify=verify,
+            timeout=httpx.Timeout(self._timeouts.read, connect=self._timeouts.connect),
+        )
+
+    @property
+    def base_url(self) -> str:
+        """The API base URL, ending in `/api`, without a trailing slash."""
+        return self._base_url
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    # Cluster
+
+    async def start_ray(self, address: str | None = None) -> dict[str, Any]:
+        """Start the Ray cluster the platform schedules on, or join the one at `address`."""
+        params = {"address": address} if address else None
+        body = await self._request("POST", "serving/start", params=params, json={}, kind="deploy")
+        return body if isinstance(body, dict) else {"result": body}
+
+    async def get_status(self) -> RayStatus:
+        body = await self._request("GET", "serving/status")
+        if isinstance(body, str):
+            return RayStatus(status=body)
+        return self._parse(RayStatus, body, "serving/status")
+
+    # Models
+
+    async def list_models(self) -> list[Model]:
+        body = await self._request("GET", "models/")
+        return self._parse(list[Model], body, "models/")
+
+    async def get_model(self, model_id: str) -> Model:
+        path = f"models/{_uuid(model_id, 'model')}"
+        return self._parse(Model, await self._request("GET", path), path)
+
+    async def list_model_configs(self, model_id: str) -> list[ModelConfig]:
+        path = f"models/{_uuid(model_id, 'model')}/configs"
+        return self._parse(list[ModelConfig], await self._request("GET", path), path)
+
+    async def resolve_model(self, reference: str) -> Model:
+        """Find a model by UUID, repo id (`Qwen/Qwen3-4B`) or name, case-insensitively.
+
+        Raises NotFoundError when nothing matches and InvalidRequestError, listing the
+        candidates, when a name matches more than one model.
+        """
+        reference = reference.strip()
+        if _is_uuid(reference):
+            return await self.get_model(reference)
+
+        models = await self.list_models()
+        wanted = reference.casefold()
+        for field in ("repo_modelId", "name"):
+            matches = [m for m in models if (getattr(m, field) or "").casefold() == wanted]
+            if len(matches) == 1:
+                return matches[0]
+            if len(matches) > 1:
+                candidates = ", ".join(f"{m.name} ({m.id})" for m in matches)
+                raise InvalidRequestError(
+                    f"model {reference!r} is ambiguous: {candidates}",
+                    hint="pass the model's id instead",
+                )
+        raise NotFoundError(
+            f"no model {reference!r}",
+            status_code=404,
+            hint="call list_models to see the models the platform has",
+        )
+
+    async def default_config(self, model_id: str) -> ModelConfig:
+        """Return the model's default configuration, else its first one."""
+        configs = await self.list_model_configs(model_id)
+        if not configs:
+            raise DeploymentError(
+                f"model {model_id} has no deployment configuration",
+                hint="create a model configuration on the platform first",
+            )
+        return next((c for c in configs if c.default), configs[0])
+
+    # Serving
+
+    async def estimate_model_vram(self, request: CreateModelDeployment) -> dict[str, Any]:
+        body = await self._request(
+            "POST", "serving/estimate_model_vram", json=request.model_dump(mode="json"), kind="deploy"
+        )
+        if not isinstance(body, dict):
+            raise self._shape_error("serving/estimate_model_vram", body)
+        return body
+
+    async def deploy_model(self, request: CreateModelDeployment) -> str:
+        """Create a deployment and return its id.
+
+        The platform answers with the new id, or `false` on legacy releases when the
+        deployment could not be created.
+        """
+        body = await self._request(
+            "POST", "serving/deploy_model", json=request.model_dump(mode="json"), kind="deploy", retry=False
+        )
+        if body is False:
+            raise DeploymentError(
+                f"the platform refused to deploy model {request.m_id}",
+                hint="check the model's files and the cluster's free memory with estimate_model_vram",
+            )
+        if isinstance(body, str) and _is_uuid(body):
+            return body
+        raise self._shape_error("serving/deploy_model", body)
+
+    async def list_deployments(self, model_id: str | None = None) -> list[Deployment]:
+        params = {"model_id": _uuid(model_id, "model")} if model_id else None
+        body = await self._request("GET", "serving/deployments", params=params)
+        return self._parse(list[Deployment], body, "serving/deployments")
+
+    async def get_deployment(self, deployment_id: str) -> Deployment:
+        path = f"serving/deployment/{_uuid(deployment_id, 'deployment')}"
+        return self._parse(Deployment, await self._request("GET", path), path)
+
+    async def get_deployment_status(self, deployment_id: str) -> str:
+        path = f"serving/deployment/{_uuid(deployment_id, 'deployment')}/status"
+        body = await self._request("GET", path)
+        if not isinstance(body, str):
+            raise self._shape_error(path, body)
+        return body
+
+    async def stop_deployment(self, deployment_id: str, *, force: bool = False) -> bool:
+        path = f"serving/deployment/{_uuid(deployment_id, 'deployment')}"
+        # Stopping twice leaves the same state, so the call is retried like a GET.
+        body = await self._request("DELETE", path, params={"force": _bool(force)}, kind="deploy", retry=True)
+        return bool(body)
+
+    async def list_model_instances(self, deployment_id: str | None = None) -> list[ModelInstance]:
+        params = {"deployment_id": _uuid(deployment_id, "deployment")} if deployment_id else None
+        body = await self._request("GET", "serving/model_instances", params=params)
+        return self._parse(list[ModelInstance], body, "serving/model_instances")
+
+    async def get_model_instance(self, instance_id: str) -> ModelInstance:
+        path = f"serving/model_instance/{_uuid(instance_id, 'instance')}"
+        return self._parse(ModelInstance, await self._request("GET", path), path)
+
+    async def get_health(self) -> list[dict[str, str]]:
+        body = await self._request("GET", "serving/health")
+        return self._parse(list[dict[str, str]], body, "serving/health")
+
+    async def unload_model(self, deployment_id: str) -> Deployment:
+        """Free the deployment's model from memory and keep the deployment (local platform route)."""
+        path = f"serving/deployment/{_uuid(deployment_id, 'deployment')}/unload"
+        return self._parse(Deployment, await self._request("POST", path, kind="deploy"), path)
+
+    async def load_model(self, deployment_id: str) -> Deployment:
+        """Load an unloaded deployment's model back (local platform route)."""
+        path = f"serving/deployment/{_uuid(deployment_id, 'deployment')}/load"
+        return self._parse(Deployment, await self._request("POST", path, kind="deploy"), path)
+
+    # Runtime (OpenAI-compatible)
+
+    def endpoint_url(self, deployment: Deployment) -> str:
+        """Return the deployment's OpenAI-compatible base URL, ending in `/v1`.
+
+        The platform's routing rules, in order: `access_path` when set; the
+        load-balancer port when it is neither 0 nor 443; otherwise the path
+        `/runtime/models/{id}/v1` on the API's host.
+        """
+        parts = urlsplit(self._base_url)
+        origin = f"{parts.scheme}://{parts.netloc}"
+        if deployment.access_path:
+            access = deployment.access_path
+            url = access if "://" in access else origin + "/" + access.lstrip("/")
+            return url.rstrip("/") if url.rstrip("/").endswith("/v1") else url.rstrip("/") + "/v1"
+        if deployment.lb_port not in (0, 443):
+            return f"{parts.scheme}://{parts.hostname}:{deployment.lb_port}/v1"
+        return f"{origin}/runtime/models/{deployment.id}/v1"
+
+    async def chat_completion(self, deployment: Deployment, body: Mapping[str, Any]) -> ChatCompletion:
+        url = self.endpoint_url(deployment) + "/chat/completions"
+        data = await self._request("POST", url, json=dict(body), kind="generate", retry=False)
+        return self._parse(ChatCompletion, data, _path_of(url))
+
+    async def completion(self, deployment: Deployment, body: Mapping[str, Any]) -> Completion:
+        url = self.endpoint_url(deployment) + "/completions"
+        data = await self._request("POST", url, json=dict(body), kind="generate", retry=False)
+        return self._parse(Completion, data, _path_of(url))
+
+    # Transport
+
+    async def _request(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: Mapping[str, str] | None = None,
+        json: Any = None,
+        kind: str = "read",
+        retry: bool | None = None,
+    ) -> Any:
+        """Send one request and return its decoded JSON body.
+
+        Retries only requests that are safe to repeat (GET by default, or
+        `retry=True`), and only after a connection error or a 502/503/504.
+        """
+        if retry is None:
+            retry = method == "GET"
+        timeout = httpx.Timeout(getattr(self._timeouts, kind), connect=self._timeouts.connect)
+        attempts = 1 + (self._max_retries if retry else 0)
+        for attempt in range(1, attempts + 1):
+            try:
+                response = await self._http.request(method, path, params=params, json=json, timeout=timeout)
+            except httpx.HTTPError as exc:
+                error = _map_transport_error(exc, method, path)
+                if attempt < attempts:
+                    logger.warning("Retrying %s %s after %s (attempt %d)", method, _path_of(path), error.kind, attempt)
+                    continue
+                raise error from exc
+            if response.status_code in _RETRY_STATUSES and attempt < attempts:
+                logger.warning("Retrying %s %s after HTTP %d", method, _path_of(path), response.status_code)
+                continue
+            return self._decode(response)
+        raise AssertionError("unreachable: the loop returns or raises")
+
+    def _decode(self, response: httpx.Response) -> Any:
+        request = response.request
+        path = request.url.path
+        if response.is_error:
+            raise _map_status_error(response)
+        if response.status_code == 204 or not response.content:
+            return None
+        content_type = response.headers.get("content-type", "")
+        if "html" in content_type:
+            raise APIError(
+                f"{request.method} {path} returned an HTML page instead of JSON",
+                status_code=response.status_code,
+                method=request.method,
+                path=path,
+                hint="the base URL must end in /api; add /api to KAMIWAZA_BASE_URL",
+            )
+        try:
+            return response.json()
+        except ValueError as exc:
+            raise APIError(
+                f"{request.method} {path} returned a body that is not valid JSON",
+                status_code=response.status_code,
+                method=request.method,
+                path=path,
+                hint="check that KAMIWAZA_BASE_URL points at the Kamiwaza API",
+            ) from exc
+
+    def _parse(self, shape: Any, body: Any, path: str) -> Any:
+        try:
+            return TypeAdapter(shape).validate_python(body)
+        except ValidationError as exc:
+            raise self._shape_error(path, body) from exc
+
+    @staticmethod
+    def _shape_error(path: str, body: Any) -> APIError:
+        return APIError(
+            f"unexpected response from {path}: {type(body).__name__}",
+            path=path,
+            hint="the platform may run an API version this client does not support (it targets 1.2.0)",
+        )
+
+
+def _normalize_base_url(base_url: str) -> str:
+    url = base_url.strip().rstrip("/")
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise InvalidRequestError(
+            f"invalid base URL {base_url!r}",
+            hint="set KAMIWAZA_BASE_URL to an http(s) URL ending in /api, such as https://kamiwaza.example.com/api",
+        )
+    return url
+
+
+def _is_uuid(value: str) -> bool:
+    try:
+        UUID(value)
+    except ValueError:
+        return False
+    return True
+
+
+def _uuid(value: str, what: str) -> str:
+    """Check that `value` is a UUID before it is put into a URL path."""
+    value = value.strip()
+    if not _is_uuid(value):
+        listing = {"model": "list_models", "deployment": "list_deployments", "instance": "list_model_instances"}
+        raise InvalidRequestError(
+            f"invalid {what} id {value!r}: expected a UUID",
+            hint=f"call {listing.get(what, 'the list tool')} to find the id",
+        )
+    return value
+
+
+def _bool(value: bool) -> str:
+    return "true" if value else "false"
+
+
+def _path_of(url: str) -> str:
+    return urlsplit(url).path or url
+
+
+def _detail_of(response: httpx.Response) -> Any:
+    try:
+        body = response.json()
+    except ValueError:
+        return response.text[:200] if "html" not in response.headers.get("content-type", "") else None
+    if isinstance(body, dict) and "detail" in body:
+        return body["detail"]
+    return body
+
+
+def _map_status_error(response: httpx.Response) -> APIError:
+    """Translate an HTTP error status into the client's exception tree."""
+    method, path, status = response.request.method, response.request.url.path, response.status_code
+    detail = _detail_of(response)
+    text = f"{method} {path} failed with HTTP {status}"
+    if detail:
+        text += f": {detail}"
+    common: dict[str, Any] = {"status_code": status, "detail": detail, "method": method, "path": path}
+
+    if status in (401, 403):
+        return AuthenticationError(
+            text,
+            hint="set KAMIWAZA_API_KEY to a valid token with access to this route",
+            **common,
+        )
+    if status == 404 or (status == 500 and isinstance(detail, str) and _NOT_FOUND_DETAIL.search(detail)):
+        return NotFoundError(text, hint=_listing_hint(path), **common)
+    if status in (429, 507):
+        return ResourceError(text, hint="the deployment is busy or out of memory; retry later", **common)
+    if status == 422:
+        return APIError(text, hint="fix the fields named in the detail and call again", **common)
+    return APIError(text, hint="check the platform's logs, then retry", **common)
+
+
+def _listing_hint(path: str) -> str:
+    if "/model_instance" in path:
+        return "call list_model_instances to see the instances"
+    if "/deployment" in path or "/runtime/" in path:
+        return "call list_deployments to see the deployments"
+    if "/models" in path:
+        return "call list_models to see the models"
+    return "check the id and call the matching list tool"
+
+
+def _map_transport_error(exc: httpx.HTTPError, method: str, path: str) -> KamiwazaError:
+    """Translate an httpx exception; the message names the path, never a header."""
+    where = f"{method} {_path_of(path)}"
+    if isinstance(exc, httpx.TimeoutException):
+        phase = "connect" if isinstance(exc, httpx.ConnectTimeout | httpx.PoolTimeout) else "read"
+        return PlatformTimeoutError(
+            f"{where} timed out ({phase})",
+            hint="the platform is slow or unreachable; retry, or raise the timeout",
+        )
+    if isinstance(exc, httpx.ConnectError):
+        text = str(exc)
+        if "CERTIFICATE" in text.upper() or "SSL" in text.upper():
+            return PlatformConnectionError(
+                f"{where} failed the TLS handshake: {text}",
+                hint="give the CA bundle in KAMIWAZA_CA_BUNDLE, or set KAMIWAZA_VERIFY_SSL=false for a test cluster",
+            )
+        return PlatformConnectionError(
+            f"{where} could not connect: {text or type(exc).__name__}",
+            hint="check KAMIWAZA_BASE_URL and that the platform is running",
+        )
+    return PlatformConnectionError(
+        f"{where} failed: {type(exc).__name__}: {exc}",
+        hint="the connection broke; check the platform, then retry",
+    )
