@@ -1,5 +1,6 @@
 """Async client for the Kamiwaza REST API (serving, models and runtime routes)."""
 
+from ._auth import BearerAuth, PasswordLoginAuth
 from ._client import KamiwazaClient, Timeouts
 from ._errors import (
     APIError,
@@ -16,11 +17,13 @@ from ._errors import (
 __all__ = [
     "APIError",
     "AuthenticationError",
+    "BearerAuth",
     "DeploymentError",
     "InvalidRequestError",
     "KamiwazaClient",
     "KamiwazaError",
     "NotFoundError",
+    "PasswordLoginAuth",
     "PlatformConnectionError",
     "PlatformTimeoutError",
     "ResourceError",

@@ -8,16 +8,20 @@ to the deployment's OpenAI-compatible route on the same host.
 from __future__ import annotations
 
 import logging
+import random
 import re
+import ssl
 from collections.abc import Mapping
 from types import TracebackType
-from typing import Any, Self
+from typing import Any, Self, TypeVar
 from urllib.parse import urlsplit
 from uuid import UUID
 
+import anyio
 import httpx
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
+from ._auth import BearerAuth
 from ._errors import (
     APIError,
     AuthenticationError,
@@ -44,8 +48,12 @@ __all__ = ["KamiwazaClient", "Timeouts"]
 
 logger = logging.getLogger(__name__)
 
+_T = TypeVar("_T")
+
 _NOT_FOUND_DETAIL = re.compile(r"\bnot\s+found\b|\bdoes\s+not\s+exist\b|\bno\s+such\b", re.IGNORECASE)
 _RETRY_STATUSES = frozenset({502, 503, 504})
+_BACKOFF_BASE_SECONDS = 0.25
+_BACKOFF_CAP_SECONDS = 4.0
 
 
 class Timeouts(BaseModel):
@@ -69,20 +77,21 @@ class KamiwazaClient:
         base_url: str,
         *,
         api_key: str | None = None,
+        auth: httpx.Auth | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
         timeouts: Timeouts | None = None,
-        verify: bool | str = True,
+        verify: bool | str | ssl.SSLContext = True,
         max_retries: int = 2,
     ) -> None:
         self._base_url = _normalize_base_url(base_url)
         self._timeouts = timeouts or Timeouts()
         self._max_retries = max_retries
-        headers = {"Accept": "application/json", "User-Agent": "kamiwaza-mcp"}
-        if api_key:
-            headers["Authorization"] = f"Bearer {api_key}"
+        if auth is None and api_key:
+            auth = BearerAuth(api_key)
         self._http = httpx.AsyncClient(
             base_url=self._base_url + "/",
-            headers=headers,
+            headers={"Accept": "application/json", "User-Agent": "kamiwaza-mcp"},
+            auth=auth,
             transport=transport,
             verify=verify,
             timeout=httpx.Timeout(self._timeouts.read, connect=self._timeouts.connect),
@@ -189,9 +198,22 @@ class KamiwazaClient:
         The platform answers with the new id, or `false` on legacy releases when the
         deployment could not be created.
         """
-        body = await self._request(
-            "POST", "serving/deploy_model", json=request.model_dump(mode="json"), kind="deploy", retry=False
-        )
+        # A deploy is never repeated blindly. The ids that exist before the request
+        # let an ambiguous failure (the connection broke after the request went out)
+        # be reconciled with the deployment it may have created.
+        known = {d.id for d in await self.list_deployments(model_id=request.m_id)}
+        try:
+            body = await self._request(
+                "POST",
+                "serving/deploy_model",
+                json=request.model_dump(mode="json"),
+                kind="deploy",
+                retry=False,
+            )
+        except PlatformConnectionError as exc:
+            if not exc.request_sent:
+                raise
+            return await self._reconcile_deploy(request, known, exc)
         if body is False:
             raise DeploymentError(
                 f"the platform refused to deploy model {request.m_id}",
@@ -200,6 +222,28 @@ class KamiwazaClient:
         if isinstance(body, str) and _is_uuid(body):
             return body
         raise self._shape_error("serving/deploy_model", body)
+
+    async def _reconcile_deploy(
+        self, request: CreateModelDeployment, known: set[str], error: PlatformConnectionError
+    ) -> str:
+        created = [
+            d
+            for d in await self.list_deployments(model_id=request.m_id)
+            if d.id not in known and d.m_config_id == request.m_config_id
+        ]
+        if len(created) == 1:
+            logger.warning(
+                "Deploy request failed after it was sent (%s); found the deployment it created: %s",
+                error.kind,
+                created[0].id,
+            )
+            return created[0].id
+        found = ", ".join(d.id for d in created) if created else "none"
+        raise DeploymentError(
+            f"the connection broke after the deploy request for model {request.m_id} was sent "
+            f"({error.message}); new deployments of this model: {found}",
+            hint="call list_deployments before deploying again, so that no duplicate is created",
+        ) from error
 
     async def list_deployments(self, model_id: str | None = None) -> list[Deployment]:
         params = {"model_id": _uuid(model_id, "model")} if model_id else None
@@ -297,19 +341,46 @@ class KamiwazaClient:
         timeout = httpx.Timeout(getattr(self._timeouts, kind), connect=self._timeouts.connect)
         attempts = 1 + (self._max_retries if retry else 0)
         for attempt in range(1, attempts + 1):
+            if attempt > 1:
+                await anyio.sleep(_backoff_seconds(attempt))
             try:
                 response = await self._http.request(method, path, params=params, json=json, timeout=timeout)
             except httpx.HTTPError as exc:
-                error = _map_transport_error(exc, method, path)
+                error = _map_transport_error(exc, method, _request_path(exc, path))
                 if attempt < attempts:
-                    logger.warning("Retrying %s %s after %s (attempt %d)", method, _path_of(path), error.kind, attempt)
+                    logger.warning(
+                        "Retrying %s %s after %s (attempt %d)", method, _path_of(path), error.kind, attempt
+                    )
                     continue
                 raise error from exc
             if response.status_code in _RETRY_STATUSES and attempt < attempts:
                 logger.warning("Retrying %s %s after HTTP %d", method, _path_of(path), response.status_code)
                 continue
+            if _is_html(response) and await self._adopt_api_suffix():
+                return await self._request(method, path, params=params, json=json, kind=kind, retry=retry)
             return self._decode(response)
         raise AssertionError("unreachable: the loop returns or raises")
+
+    async def _adopt_api_suffix(self) -> bool:
+        """Append `/api` to a base URL that serves the web dashboard, when `/api/ping` answers JSON.
+
+        Returns True when the base URL was changed and the request can be sent again.
+        """
+        if self._base_url.endswith("/api"):
+            return False
+        candidate = self._base_url + "/api"
+        try:
+            probe = await self._http.get(candidate + "/ping")
+        except httpx.HTTPError:
+            return False
+        if probe.is_error or _is_html(probe):
+            return False
+        logger.warning(
+            "The base URL serves HTML; using %s instead. Add /api to KAMIWAZA_BASE_URL.", candidate
+        )
+        self._base_url = candidate
+        self._http.base_url = httpx.URL(candidate + "/")
+        return True
 
     def _decode(self, response: httpx.Response) -> Any:
         request = response.request
@@ -338,7 +409,7 @@ class KamiwazaClient:
                 hint="check that KAMIWAZA_BASE_URL points at the Kamiwaza API",
             ) from exc
 
-    def _parse(self, shape: Any, body: Any, path: str) -> Any:
+    def _parse(self, shape: type[_T], body: Any, path: str) -> _T:
         try:
             return TypeAdapter(shape).validate_python(body)
         except ValidationError as exc:
@@ -376,7 +447,11 @@ def _uuid(value: str, what: str) -> str:
     """Check that `value` is a UUID before it is put into a URL path."""
     value = value.strip()
     if not _is_uuid(value):
-        listing = {"model": "list_models", "deployment": "list_deployments", "instance": "list_model_instances"}
+        listing = {
+            "model": "list_models",
+            "deployment": "list_deployments",
+            "instance": "list_model_instances",
+        }
         raise InvalidRequestError(
             f"invalid {what} id {value!r}: expected a UUID",
             hint=f"call {listing.get(what, 'the list tool')} to find the id",
@@ -390,6 +465,23 @@ def _bool(value: bool) -> str:
 
 def _path_of(url: str) -> str:
     return urlsplit(url).path or url
+
+
+def _backoff_seconds(attempt: int) -> float:
+    """Return a capped exponential delay with jitter before retry number `attempt` - 1."""
+    base = min(_BACKOFF_CAP_SECONDS, _BACKOFF_BASE_SECONDS * 2.0 ** (attempt - 2))
+    return base * random.uniform(0.5, 1.0)
+
+
+def _is_html(response: httpx.Response) -> bool:
+    return "html" in response.headers.get("content-type", "")
+
+
+def _request_path(exc: httpx.HTTPError, fallback: str) -> str:
+    try:
+        return exc.request.url.path
+    except RuntimeError:
+        return fallback
 
 
 def _detail_of(response: httpx.Response) -> Any:
@@ -419,6 +511,10 @@ def _map_status_error(response: httpx.Response) -> APIError:
         )
     if status == 404 or (status == 500 and isinstance(detail, str) and _NOT_FOUND_DETAIL.search(detail)):
         return NotFoundError(text, hint=_listing_hint(path), **common)
+    if status == 409:
+        return DeploymentError(
+            text, hint="check the deployment's status with get_deployment_status", **common
+        )
     if status in (429, 507):
         return ResourceError(text, hint="the deployment is busy or out of memory; retry later", **common)
     if status == 422:
@@ -444,16 +540,19 @@ def _map_transport_error(exc: httpx.HTTPError, method: str, path: str) -> Kamiwa
         return PlatformTimeoutError(
             f"{where} timed out ({phase})",
             hint="the platform is slow or unreachable; retry, or raise the timeout",
+            request_sent=phase == "read",
         )
     if isinstance(exc, httpx.ConnectError):
         text = str(exc)
         if "CERTIFICATE" in text.upper() or "SSL" in text.upper():
             return PlatformConnectionError(
                 f"{where} failed the TLS handshake: {text}",
+                request_sent=False,
                 hint="give the CA bundle in KAMIWAZA_CA_BUNDLE, or set KAMIWAZA_VERIFY_SSL=false for a test cluster",
             )
         return PlatformConnectionError(
             f"{where} could not connect: {text or type(exc).__name__}",
+            request_sent=False,
             hint="check KAMIWAZA_BASE_URL and that the platform is running",
         )
     return PlatformConnectionError(

@@ -51,7 +51,16 @@ class KamiwazaError(Exception):
 
 
 class PlatformConnectionError(KamiwazaError):
-    """The platform could not be reached, or the connection broke mid-request."""
+    """The platform could not be reached, or the connection broke mid-request.
+
+    `request_sent` is False only when the request surely never reached the
+    platform (the connection or TLS handshake failed); otherwise the platform may
+    have acted on it.
+    """
+
+    def __init__(self, message: str, *, hint: str | None = None, request_sent: bool = True) -> None:
+        super().__init__(message, hint=hint)
+        self.request_sent = request_sent
 
 
 class PlatformTimeoutError(PlatformConnectionError):

@@ -145,7 +145,7 @@ class Model(_Response):
 
     name: str
     id: str | None = None
-    repo_modelId: str | None = None  # noqa: N815 - the platform's field name
+    repo_modelId: str | None = None  # the platform's field name
     modelfamily: str | None = None
     purpose: str | None = None
     version: str | None = None
