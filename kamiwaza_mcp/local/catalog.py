@@ -1,0 +1,189 @@
+"""Discovery of Hugging Face model folders on disk.
+
+A folder is a model when it contains config.json, with or without weights
+(`*.safetensors` files or a sharded `model.safetensors.index.json`). Model ids are
+uuid5 of the resolved folder path, so they stay the same across restarts.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+__all__ = [
+    "DiscoveredModel",
+    "ModelFileInfo",
+    "context_length_from_config",
+    "inspect_model_folder",
+    "model_id_for_path",
+    "read_model_config",
+    "scan_models_dir",
+    "text_config_of",
+]
+
+logger = logging.getLogger(__name__)
+
+# Fixed namespace of model ids. Changing it changes every model id.
+MODEL_ID_NAMESPACE = uuid.UUID("6f1c2b1e-8d3a-5c47-9a0e-3b5d7e2f4c81")
+
+CONFIG_FILE = "config.json"
+SAFETENSORS_INDEX_FILE = "model.safetensors.index.json"
+
+# Config keys of the maximum sequence length, in order of preference (Llama-style, GPT-2, others).
+_CONTEXT_LENGTH_KEYS = (
+    "max_position_embeddings",
+    "n_positions",
+    "max_sequence_length",
+    "seq_length",
+    "n_ctx",
+)
+_REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+
+
+@dataclass(frozen=True)
+class ModelFileInfo:
+    """One file of a model folder, named by its path relative to the folder."""
+
+    name: str
+    size: int
+
+
+@dataclass(frozen=True)
+class DiscoveredModel:
+    """A Hugging Face model folder and what its config.json states about the model."""
+
+    id: str
+    name: str
+    repo_id: str
+    family: str | None
+    architecture: str | None
+    context_length: int | None
+    path: Path
+    files: tuple[ModelFileInfo, ...] = field(default_factory=tuple)
+
+    @property
+    def has_safetensors(self) -> bool:
+        return any(f.name.endswith(".safetensors") for f in self.files)
+
+
+def model_id_for_path(path: Path) -> str:
+    """Return the stable model id of a folder: uuid5 of its resolved path."""
+    return str(uuid.uuid5(MODEL_ID_NAMESPACE, str(path.resolve())))
+
+
+def read_model_config(model_dir: Path) -> dict[str, Any]:
+    """Read `model_dir/config.json`.
+
+    Raises FileNotFoundError when it is missing and ValueError when it is not a JSON object.
+    """
+    config_path = model_dir / CONFIG_FILE
+    try:
+        config = json.loads(config_path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{config_path} is not valid JSON: {exc}") from exc
+    if not isinstance(config, dict):
+        raise ValueError(f"{config_path} is not a JSON object (found {type(config).__name__})")
+    return config
+
+
+def text_config_of(config: dict[str, Any]) -> dict[str, Any]:
+    """Return the language-model part of a config.
+
+    Multimodal configs keep the decoder's settings under `text_config`.
+    """
+    text_config = config.get("text_config")
+    if isinstance(text_config, dict) and "hidden_size" not in config:
+        return text_config
+    return config
+
+
+def context_length_from_config(config: dict[str, Any]) -> int | None:
+    """Return the maximum sequence length the config states, or None."""
+    for source in (config, text_config_of(config)):
+        for key in _CONTEXT_LENGTH_KEYS:
+            value = source.get(key)
+            if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+                return value
+    return None
+
+
+def inspect_model_folder(path: Path, *, repo_id: str | None = None) -> DiscoveredModel:
+    """Describe the model folder at `path` from its config.json and file listing.
+
+    `repo_id` is used when the config's `_name_or_path` is not an `org/name` id.
+    Raises FileNotFoundError when config.json is missing and ValueError when it is invalid.
+    """
+    path = path.resolve()
+    if not path.is_dir():
+        raise FileNotFoundError(f"model folder {path} not found")
+    config = read_model_config(path)
+
+    name_or_path = config.get("_name_or_path")
+    if isinstance(name_or_path, str) and _REPO_ID.match(name_or_path):
+        repo_id = name_or_path
+    architectures = config.get("architectures")
+    architecture = architectures[0] if isinstance(architectures, list) and architectures else None
+    model_type = config.get("model_type")
+
+    return DiscoveredModel(
+        id=model_id_for_path(path),
+        name=path.name,
+        repo_id=repo_id or path.name,
+        family=model_type if isinstance(model_type, str) else None,
+        architecture=architecture if isinstance(architecture, str) else None,
+        context_length=context_length_from_config(config),
+        path=path,
+        files=_list_files(path),
+    )
+
+
+def scan_models_dir(models_dir: Path) -> list[DiscoveredModel]:
+    """Find the model folders in `models_dir`, sorted by path.
+
+    A model sits either directly in `models_dir/<name>` or in `models_dir/<org>/<name>`,
+    where it gets the repo id `org/name` unless its config names one. A folder whose
+    config.json cannot be read is logged and skipped. A missing `models_dir` gives [].
+    """
+    if not models_dir.is_dir():
+        return []
+    found: list[DiscoveredModel] = []
+    for child in _subfolders(models_dir):
+        if (child / CONFIG_FILE).is_file():
+            _add_model(found, child, repo_id=None)
+            continue
+        for grandchild in _subfolders(child):
+            if (grandchild / CONFIG_FILE).is_file():
+                _add_model(found, grandchild, repo_id=f"{child.name}/{grandchild.name}")
+    return sorted(found, key=lambda model: str(model.path))
+
+
+def _add_model(found: list[DiscoveredModel], folder: Path, *, repo_id: str | None) -> None:
+    try:
+        found.append(inspect_model_folder(folder, repo_id=repo_id))
+    except (OSError, ValueError) as exc:
+        logger.warning("Skipping model folder %s: %s", folder, exc)
+
+
+def _subfolders(folder: Path) -> list[Path]:
+    try:
+        children = sorted(folder.iterdir())
+    except OSError as exc:
+        logger.warning("Cannot list %s: %s", folder, exc)
+        return []
+    return [child for child in children if child.is_dir() and not child.name.startswith(".")]
+
+
+def _list_files(folder: Path) -> tuple[ModelFileInfo, ...]:
+    """List the regular files under `folder`, skipping hidden files and folders such as `.cache`."""
+    files = []
+    for file in sorted(folder.rglob("*")):
+        relative = file.relative_to(folder)
+        if any(part.startswith(".") for part in relative.parts) or not file.is_file():
+            continue
+        files.append(ModelFileInfo(name=relative.as_posix(), size=file.stat().st_size))
+    return tuple(files)
