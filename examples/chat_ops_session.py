@@ -97,10 +97,11 @@ async def run_session(state_dir: Path, model: str | None, timeout: float) -> Non
         "HF_HUB_OFFLINE": "1",
         "TRANSFORMERS_OFFLINE": "1",
     }
+    # The server logs to stderr; WARNING keeps its lines out of the session transcript.
     command = shutil.which("kamiwaza-mcp")
-    args: list[str] = []
+    args = ["--log-level", "WARNING"]
     if command is None:
-        command, args = sys.executable, ["-m", "kamiwaza_mcp"]
+        command, args = sys.executable, ["-m", "kamiwaza_mcp", *args]
     server = StdioServerParameters(command=command, args=args, env=env)
 
     async with Client(server, read_timeout_seconds=timeout) as client:

@@ -52,6 +52,8 @@ _T = TypeVar("_T")
 
 _NOT_FOUND_DETAIL = re.compile(r"\bnot\s+found\b|\bdoes\s+not\s+exist\b|\bno\s+such\b", re.IGNORECASE)
 _RETRY_STATUSES = frozenset({502, 503, 504})
+# Names in the `extensions` list of the local platform's `GET /ping` body.
+_LOAD_UNLOAD_EXTENSIONS = frozenset({"deployment_load", "deployment_unload"})
 _BACKOFF_BASE_SECONDS = 0.25
 _BACKOFF_CAP_SECONDS = 4.0
 
@@ -86,6 +88,7 @@ class KamiwazaClient:
         self._base_url = _normalize_base_url(base_url)
         self._timeouts = timeouts or Timeouts()
         self._max_retries = max_retries
+        self._has_load_unload: bool | None = None
         if auth is None and api_key:
             auth = BearerAuth(api_key)
         self._http = httpx.AsyncClient(
@@ -215,13 +218,37 @@ class KamiwazaClient:
                 raise
             return await self._reconcile_deploy(request, known, exc)
         if body is False:
-            raise DeploymentError(
-                f"the platform refused to deploy model {request.m_id}",
-                hint="check the model's files and the cluster's free memory with estimate_model_vram",
-            )
+            raise await self._refused_deploy(request, known)
         if isinstance(body, str) and _is_uuid(body):
             return body
         raise self._shape_error("serving/deploy_model", body)
+
+    async def _refused_deploy(self, request: CreateModelDeployment, known: set[str]) -> DeploymentError:
+        """Build the error for a deploy answered with `false`.
+
+        Legacy releases give no reason in the answer, but may have recorded the
+        failed deployment with its `last_error_code` and `last_error_message`.
+        """
+        try:
+            created = [d for d in await self.list_deployments(model_id=request.m_id) if d.id not in known]
+        except KamiwazaError as exc:
+            logger.warning("Could not list deployments to find why deploy failed: %s", exc.message)
+            created = []
+        reasons = [
+            ": ".join(part for part in (d.last_error_code, d.last_error_message) if part)
+            for d in created
+            if d.last_error_code or d.last_error_message
+        ]
+        message = f"the platform refused to deploy model {request.m_id}"
+        if reasons:
+            message += f": {reasons[0]}"
+        return DeploymentError(
+            message,
+            detail=reasons[0] if reasons else None,
+            path=f"{urlsplit(self._base_url).path}/serving/deploy_model",
+            method="POST",
+            hint="check the model's files and the cluster's free memory with estimate_model_vram",
+        )
 
     async def _reconcile_deploy(
         self, request: CreateModelDeployment, known: set[str], error: PlatformConnectionError
@@ -280,15 +307,38 @@ class KamiwazaClient:
         body = await self._request("GET", "serving/health")
         return self._parse(list[dict[str, str]], body, "serving/health")
 
+    async def supports_load_unload(self) -> bool:
+        """Return whether the platform has the deployment load and unload routes.
+
+        Kamiwaza 1.2.0 has none; the embedded local platform lists them in the
+        `extensions` of its `GET /ping` body. The answer is fetched once and kept.
+        """
+        if self._has_load_unload is None:
+            names = _extension_names(await self._request("GET", "ping"))
+            self._has_load_unload = _LOAD_UNLOAD_EXTENSIONS.issubset(names)
+        return self._has_load_unload
+
     async def unload_model(self, deployment_id: str) -> Deployment:
         """Free the deployment's model from memory and keep the deployment (local platform route)."""
         path = f"serving/deployment/{_uuid(deployment_id, 'deployment')}/unload"
+        await self._require_load_unload("unload_model")
         return self._parse(Deployment, await self._request("POST", path, kind="deploy"), path)
 
     async def load_model(self, deployment_id: str) -> Deployment:
         """Load an unloaded deployment's model back (local platform route)."""
         path = f"serving/deployment/{_uuid(deployment_id, 'deployment')}/load"
+        await self._require_load_unload("load_model")
         return self._parse(Deployment, await self._request("POST", path, kind="deploy"), path)
+
+    async def _require_load_unload(self, operation: str) -> None:
+        # TODO: without the routes, unload by stopping the deployment and load by deploying
+        # its stored request again, so the tools work on Kamiwaza 1.2.0 too.
+        if not await self.supports_load_unload():
+            raise InvalidRequestError(
+                f"{operation} is not available: the platform at {self._base_url} has no deployment "
+                "load or unload route (Kamiwaza 1.2.0 has none)",
+                hint="call stop_deployment to free the memory, then deploy_model to serve the model again",
+            )
 
     # Runtime (OpenAI-compatible)
 
@@ -433,6 +483,14 @@ def _normalize_base_url(base_url: str) -> str:
             hint="set KAMIWAZA_BASE_URL to an http(s) URL ending in /api, such as https://kamiwaza.example.com/api",
         )
     return url
+
+
+def _extension_names(ping_body: Any) -> set[str]:
+    """Return the names in the `extensions` list of a `GET /ping` body; other bodies have none."""
+    extensions = ping_body.get("extensions") if isinstance(ping_body, dict) else None
+    if not isinstance(extensions, list):
+        return set()
+    return {name for name in extensions if isinstance(name, str)}
 
 
 def _is_uuid(value: str) -> bool:

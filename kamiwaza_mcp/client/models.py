@@ -9,9 +9,10 @@ releases add fields and the client must keep working with them.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
+from uuid import UUID
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 __all__ = [
     "ChatCompletion",
@@ -54,14 +55,26 @@ class DeploymentStatus:
     FAILURES = frozenset({ERROR, FAILED, MUST_REDOWNLOAD})
 
 
+def _canonical_uuid(value: str) -> str:
+    """Return `value` as a lowercase hyphenated UUID; raise ValueError when it is not a UUID."""
+    try:
+        return str(UUID(value))
+    except ValueError:
+        raise ValueError(f"expected a UUID, got {value!r}") from None
+
+
+UUIDString = Annotated[str, AfterValidator(_canonical_uuid)]
+"""A UUID kept as its canonical string, as the platform's `format: uuid` fields require."""
+
+
 class CreateModelDeployment(BaseModel):
     """Body of `POST /serving/deploy_model` and `POST /serving/estimate_model_vram`."""
 
     model_config = ConfigDict(extra="forbid")
 
-    m_id: str
-    m_config_id: str
-    m_file_id: str | None = None
+    m_id: UUIDString
+    m_config_id: UUIDString
+    m_file_id: UUIDString | None = None
     engine_name: str | None = None
     duration: int | None = None
     min_copies: int = 1
