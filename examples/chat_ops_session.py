@@ -65,8 +65,8 @@ def ensure_model(models_dir: Path) -> None:
     create_tiny_model(target)
 
 
-async def wait_for_status(client: Client, deployment_id: str, wanted: str, timeout: float) -> str:
-    deadline = time.monotonic() + timeout
+async def wait_for_status(client: Client, deployment_id: str, wanted: str, wait_seconds: float) -> str:
+    deadline = time.monotonic() + wait_seconds
     status = ""
     while time.monotonic() < deadline:
         result = await client.call_tool("get_deployment_status", {"deployment_id": deployment_id})
@@ -86,7 +86,7 @@ async def confirmed(client: Client, tool: str, deployment_id: str) -> dict[str, 
     return await call(client, tool, {"deployment_id": deployment_id, "confirmation_token": token})
 
 
-async def run_session(state_dir: Path, model: str | None, timeout: float) -> None:
+async def run_session(state_dir: Path, model: str | None, wait_seconds: float) -> None:
     models_dir = state_dir / "models"
     models_dir.mkdir(parents=True, exist_ok=True)
     ensure_model(models_dir)
@@ -104,7 +104,7 @@ async def run_session(state_dir: Path, model: str | None, timeout: float) -> Non
         command, args = sys.executable, ["-m", "kamiwaza_mcp", *args]
     server = StdioServerParameters(command=command, args=args, env=env)
 
-    async with Client(server, read_timeout_seconds=timeout) as client:
+    async with Client(server, read_timeout_seconds=wait_seconds) as client:
         step("List tools")
         tools = await client.list_tools()
         show(", ".join(sorted(tool.name for tool in tools.tools)))
@@ -123,10 +123,12 @@ async def run_session(state_dir: Path, model: str | None, timeout: float) -> Non
         deployment_id = deployment["id"]
 
         step("Wait for DEPLOYED")
-        status = await wait_for_status(client, deployment_id, "DEPLOYED", timeout)
+        status = await wait_for_status(client, deployment_id, "DEPLOYED", wait_seconds)
         show(f"status: {status}")
         if status != "DEPLOYED":
-            raise SystemExit(f"deployment {deployment_id} ended as {status}; see get_deployment for the error")
+            raise SystemExit(
+                f"deployment {deployment_id} ended as {status}; see get_deployment for the error"
+            )
 
         step("Generate")
         answer = await call(
@@ -150,11 +152,13 @@ async def run_session(state_dir: Path, model: str | None, timeout: float) -> Non
 
         step("Load it back")
         await call(client, "load_model", {"deployment_id": deployment_id})
-        status = await wait_for_status(client, deployment_id, "DEPLOYED", timeout)
+        status = await wait_for_status(client, deployment_id, "DEPLOYED", wait_seconds)
         show(f"status: {status}")
 
         step("Generate again after the reload")
-        await call(client, "simple_generate", {"deployment_id": deployment_id, "prompt": "Hello", "max_tokens": 12})
+        await call(
+            client, "simple_generate", {"deployment_id": deployment_id, "prompt": "Hello", "max_tokens": 12}
+        )
 
         step("Stop the deployment (confirmation required)")
         await confirmed(client, "stop_deployment", deployment_id)

@@ -218,15 +218,17 @@ class KamiwazaClient:
                 raise
             return await self._reconcile_deploy(request, known, exc)
         if body is False:
-            raise await self._refused_deploy(request, known)
+            raise await self._rejected_deploy_error(request, known)
         if isinstance(body, str) and _is_uuid(body):
             return body
         raise self._shape_error("serving/deploy_model", body)
 
-    async def _refused_deploy(self, request: CreateModelDeployment, known: set[str]) -> DeploymentError:
-        """Build the error for a deploy answered with `false`.
+    async def _rejected_deploy_error(
+        self, request: CreateModelDeployment, known: set[str]
+    ) -> DeploymentError:
+        """Build the error for a deploy that returned `false`.
 
-        Legacy releases give no reason in the answer, but may have recorded the
+        Legacy releases give no reason in the response, but may have recorded the
         failed deployment with its `last_error_code` and `last_error_message`.
         """
         try:
@@ -239,7 +241,7 @@ class KamiwazaClient:
             for d in created
             if d.last_error_code or d.last_error_message
         ]
-        message = f"the platform refused to deploy model {request.m_id}"
+        message = f"the platform rejected the deployment of model {request.m_id}"
         if reasons:
             message += f": {reasons[0]}"
         return DeploymentError(
@@ -311,7 +313,7 @@ class KamiwazaClient:
         """Return whether the platform has the deployment load and unload routes.
 
         Kamiwaza 1.2.0 has none; the embedded local platform lists them in the
-        `extensions` of its `GET /ping` body. The answer is fetched once and kept.
+        `extensions` of its `GET /ping` body. The result is fetched once and cached.
         """
         if self._has_load_unload is None:
             names = _extension_names(await self._request("GET", "ping"))

@@ -29,6 +29,7 @@ __all__ = [
     "path_uuid",
     "platform_of",
     "query_bool",
+    "query_int",
     "query_uuid",
 ]
 
@@ -73,10 +74,26 @@ async def parse_body(request: Request, model: type[BodyModel], *, required: bool
     try:
         return model.model_validate_json(raw)
     except ValidationError as exc:
-        errors = json.loads(exc.json(include_url=False, include_context=False))
+        errors = _error_list(exc)
         for error in errors:
             error["loc"] = ["body", *error["loc"]]
         raise RequestValidationError(errors) from exc
+
+
+def _error_list(exc: ValidationError) -> list[dict[str, Any]]:
+    """Return the validation errors as JSON data.
+
+    A body that is not valid UTF-8 cannot be echoed back as `input`, so then every
+    error leaves its input out.
+    """
+    try:
+        errors: list[dict[str, Any]] = json.loads(exc.json(include_url=False, include_context=False))
+    except ValueError:
+        return [
+            {"loc": list(error["loc"]), "msg": error["msg"], "type": error["type"]}
+            for error in exc.errors(include_url=False, include_context=False, include_input=False)
+        ]
+    return errors
 
 
 def path_uuid(request: Request, name: str, what: str, listing: str) -> str:
@@ -129,6 +146,35 @@ def query_bool(request: Request, name: str, default: bool = False) -> bool:
             }
         ]
     )
+
+
+def query_int(request: Request, name: str, *, default: int, minimum: int, maximum: int) -> int:
+    """Return the integer query parameter `name`, or raise RequestValidationError when it is out of range."""
+    value = request.query_params.get(name)
+    if value is None or value == "":
+        return default
+    try:
+        number = int(value)
+    except ValueError:
+        number = None
+    if number is None or not minimum <= number <= maximum:
+        raise RequestValidationError(
+            [
+                {
+                    "loc": ["query", name],
+                    "msg": f"Input should be an integer from {minimum} to {maximum}",
+                    "type": _int_error_type(number, minimum),
+                    "input": value,
+                }
+            ]
+        )
+    return number
+
+
+def _int_error_type(number: int | None, minimum: int) -> str:
+    if number is None:
+        return "int_parsing"
+    return "greater_than_equal" if number < minimum else "less_than_equal"
 
 
 class InternalErrorMiddleware:

@@ -6,11 +6,19 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+from .ray_cluster import ray_node_uuid
 from .registry import DEFAULT_CONFIG_NAME, DEFAULT_ENGINE, config_id_of
 from .schemas import Model, ModelConfig, ModelFile, ModelInstance, UIModelDeployment
 from .store import DeploymentRecord, InstanceRecord, ModelRecord
 
-__all__ = ["default_config_of", "deployment_view", "file_ids_of", "instance_view", "model_view"]
+__all__ = [
+    "default_config_of",
+    "deployment_view",
+    "file_ids_of",
+    "file_name_of",
+    "instance_view",
+    "model_view",
+]
 
 
 def default_config_of(record: ModelRecord) -> ModelConfig:
@@ -48,7 +56,8 @@ def model_view(record: ModelRecord) -> Model:
     )
 
 
-def instance_view(record: InstanceRecord, engine: str) -> ModelInstance:
+def instance_view(record: InstanceRecord, engine: str, live: dict[str, Any] | None = None) -> ModelInstance:
+    """Build a ModelInstance; `live` adds the running worker's counters to `extra_details`."""
     return ModelInstance(
         id=record.id,
         deployment_id=record.deployment_id,
@@ -57,18 +66,39 @@ def instance_view(record: InstanceRecord, engine: str) -> ModelInstance:
         listen_port=record.port,
         status=record.status,
         container_id=None,
-        node_id="local",
+        # The spec types node_id as a UUID. Worker processes have no node, and Ray's hex node ids map to UUIDs.
+        node_id=ray_node_uuid(record.node_id) if record.node_id else None,
         extra_details={
             "pid": record.pid,
             "engine": engine,
             "log_file": record.log_file,
             "replica": record.replica,
+            **_ray_details(record),
+            **(live or {}),
         },
     )
 
 
-def deployment_view(record: DeploymentRecord, instances: list[InstanceRecord]) -> UIModelDeployment:
-    """Merge the stored request with the platform's state; the platform's values win."""
+def _ray_details(record: InstanceRecord) -> dict[str, Any]:
+    """Return Ray's own ids of a replica on Ray Serve: the node's hex id and Serve's replica id."""
+    if record.replica_name is None:
+        return {}
+    return {"ray_node_id": record.node_id, "serve_replica_id": record.replica_name}
+
+
+def deployment_view(
+    record: DeploymentRecord,
+    instances: list[InstanceRecord],
+    *,
+    health_details: dict[str, Any] | None = None,
+    live: dict[str, dict[str, Any]] | None = None,
+) -> UIModelDeployment:
+    """Merge the stored request with the platform's state; the platform's values win.
+
+    `health_details` is the deployment's request counters, and `live` maps instance
+    ids to their running worker's counters.
+    """
+    live = live or {}
     fields = set(UIModelDeployment.model_fields)
     requested = {key: value for key, value in record.request.items() if key in fields}
     return UIModelDeployment(
@@ -88,7 +118,10 @@ def deployment_view(record: DeploymentRecord, instances: list[InstanceRecord]) -
             "last_error_code": record.last_error_code,
             "last_error_message": record.last_error_message,
             "last_error_at": record.last_error_at,
-            "instances": [instance_view(instance, record.engine) for instance in instances],
+            "health_details": health_details,
+            "instances": [
+                instance_view(instance, record.engine, live.get(instance.id)) for instance in instances
+            ],
             "m_name": record.model_name,
             "m_config_name": record.config_name,
             "canonical_model_id": record.served_model_name,
@@ -100,6 +133,14 @@ def deployment_view(record: DeploymentRecord, instances: list[InstanceRecord]) -
 
 def file_ids_of(record: ModelRecord) -> set[str]:
     return {_file_id(record, entry["name"]) for entry in record.info.get("files", [])}
+
+
+def file_name_of(record: ModelRecord, file_id: str) -> str | None:
+    """Return the relative path of the model's file with id `file_id`, or None."""
+    for entry in record.info.get("files", []):
+        if _file_id(record, entry["name"]) == file_id:
+            return str(entry["name"])
+    return None
 
 
 def _file_id(record: ModelRecord, name: str) -> str:

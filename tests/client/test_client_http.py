@@ -27,6 +27,7 @@ BASE = "https://kamiwaza.test/api"
 SECRET = "kz-test-secret-token-0123456789"
 DEPLOYMENT_ID = "5f3c7a8e-1d2b-4c5d-8e9f-0a1b2c3d4e5f"
 MODEL_ID = "0b6f6a0e-7f43-4d0c-9a43-2c1d1e3f4a5b"
+CONFIG_ID = "7c9e6679-7425-40de-944b-e07fc1f90ae7"
 
 Handler = Callable[[httpx.Request], httpx.Response]
 
@@ -39,7 +40,7 @@ def deployment_body(**overrides: Any) -> dict[str, Any]:
     body: dict[str, Any] = {
         "id": DEPLOYMENT_ID,
         "m_id": MODEL_ID,
-        "m_config_id": "c0",
+        "m_config_id": CONFIG_ID,
         "requested_at": "2026-12-04T10:00:00Z",
         "created_at": "2026-12-04T10:00:00Z",
         "status": "DEPLOYED",
@@ -144,7 +145,7 @@ async def test_deploy_is_never_retried() -> None:
         calls += 1
         return httpx.Response(503, json={"detail": "busy"})
 
-    request = CreateModelDeployment(m_id=MODEL_ID, m_config_id="c0")
+    request = CreateModelDeployment(m_id=MODEL_ID, m_config_id=CONFIG_ID)
     async with make_client(handler, max_retries=3) as client:
         with pytest.raises(APIError):
             await client.deploy_model(request)
@@ -161,7 +162,140 @@ async def test_deploy_false_is_a_deployment_error() -> None:
 
     async with make_client(handler) as client:
         with pytest.raises(DeploymentError, match=MODEL_ID):
-            await client.deploy_model(CreateModelDeployment(m_id=MODEL_ID, m_config_id="c0"))
+            await client.deploy_model(CreateModelDeployment(m_id=MODEL_ID, m_config_id=CONFIG_ID))
+
+
+async def test_deploy_false_reports_recorded_reason() -> None:
+    deployments: list[dict[str, Any]] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.method == "GET":
+            return httpx.Response(200, json=deployments)
+        # A legacy release records the failed deployment, then returns false.
+        deployments.append(
+            deployment_body(
+                status="FAILED", last_error_code="OOM", last_error_message="needs 9 GiB, has 8 GiB"
+            )
+        )
+        return httpx.Response(202, json=False)
+
+    async with make_client(handler) as client:
+        with pytest.raises(DeploymentError) as caught:
+            await client.deploy_model(CreateModelDeployment(m_id=MODEL_ID, m_config_id=CONFIG_ID))
+
+    error = caught.value
+    assert error.detail == "OOM: needs 9 GiB, has 8 GiB"
+    assert "rejected the deployment of model" in error.message
+    assert error.message.endswith(": OOM: needs 9 GiB, has 8 GiB")
+    assert error.path == "/api/serving/deploy_model"
+
+
+async def test_deploy_false_ignores_older_failures() -> None:
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.method == "GET":
+            return httpx.Response(200, json=[deployment_body(status="FAILED", last_error_code="OOM")])
+        return httpx.Response(202, json=False)
+
+    async with make_client(handler) as client:
+        with pytest.raises(DeploymentError) as caught:
+            await client.deploy_model(CreateModelDeployment(m_id=MODEL_ID, m_config_id=CONFIG_ID))
+
+    assert caught.value.detail is None
+    assert "OOM" not in caught.value.message
+
+
+async def test_deploy_returns_new_uuid() -> None:
+    new_id = "1e2d3c4b-5a69-4788-9a0b-1c2d3e4f5a6b"
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.method == "GET":
+            return httpx.Response(200, json=[])
+        return httpx.Response(202, json=new_id)
+
+    async with make_client(handler) as client:
+        deployment_id = await client.deploy_model(CreateModelDeployment(m_id=MODEL_ID, m_config_id=CONFIG_ID))
+
+    assert deployment_id == new_id
+
+
+@pytest.mark.parametrize("body", ["deploying", 1, None, {"id": DEPLOYMENT_ID}])
+async def test_deploy_unexpected_answer_is_api_error(body: Any) -> None:
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.method == "GET":
+            return httpx.Response(200, json=[])
+        return httpx.Response(202, json=body)
+
+    async with make_client(handler) as client:
+        with pytest.raises(APIError, match="unexpected response from serving/deploy_model") as caught:
+            await client.deploy_model(CreateModelDeployment(m_id=MODEL_ID, m_config_id=CONFIG_ID))
+
+    assert type(caught.value) is APIError
+
+
+async def test_estimate_map_is_returned_whole() -> None:
+    estimate = {
+        "computed_vram_estimate": 1.5e9,
+        "highest_node_vram": 2.4e10,
+        "estimate_source": "safetensors",
+    }
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, json=estimate)
+
+    async with make_client(handler) as client:
+        body = await client.estimate_model_vram(CreateModelDeployment(m_id=MODEL_ID, m_config_id=CONFIG_ID))
+
+    assert body == estimate
+
+
+@pytest.mark.parametrize("body", [1.5e9, "1.5 GB", [1.5e9]])
+async def test_estimate_not_a_map_is_api_error(body: Any) -> None:
+    def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, json=body)
+
+    async with make_client(handler) as client:
+        with pytest.raises(APIError, match="serving/estimate_model_vram"):
+            await client.estimate_model_vram(CreateModelDeployment(m_id=MODEL_ID, m_config_id=CONFIG_ID))
+
+
+async def test_bare_status_string_is_returned() -> None:
+    def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, json="DEPLOYING")
+
+    async with make_client(handler) as client:
+        status = await client.get_deployment_status(DEPLOYMENT_ID)
+
+    assert status == "DEPLOYING"
+
+
+@pytest.mark.parametrize("body", [{"status": "DEPLOYED"}, ["DEPLOYED"], None])
+async def test_status_not_a_string_is_api_error(body: Any) -> None:
+    def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, json=body)
+
+    async with make_client(handler) as client:
+        with pytest.raises(APIError, match="unexpected response"):
+            await client.get_deployment_status(DEPLOYMENT_ID)
+
+
+@pytest.mark.parametrize(
+    "detail",
+    [
+        "Deployment 5f3c7a8e-1d2b-4c5d-8e9f-0a1b2c3d4e5f not found",
+        "No such deployment",
+        "deployment does not exist",
+    ],
+)
+async def test_500_not_found_detail_is_not_found_error(detail: str) -> None:
+    def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(500, json={"detail": detail})
+
+    async with make_client(handler, max_retries=0) as client:
+        with pytest.raises(NotFoundError) as caught:
+            await client.get_deployment(DEPLOYMENT_ID)
+
+    assert caught.value.status_code == 500
+    assert caught.value.hint == "call list_deployments to see the deployments"
 
 
 async def test_connection_refused_is_a_connection_error() -> None:
@@ -270,11 +404,11 @@ async def test_ambiguous_deploy_failure_finds_created_deployment() -> None:
         if request.method == "GET":
             return httpx.Response(200, json=deployments)
         # The platform creates the deployment, then the connection drops before the answer.
-        deployments.append(deployment_body(m_config_id="c0"))
+        deployments.append(deployment_body(m_config_id=CONFIG_ID))
         raise httpx.RemoteProtocolError("Server disconnected without sending a response.", request=request)
 
     async with make_client(handler) as client:
-        deployment_id = await client.deploy_model(CreateModelDeployment(m_id=MODEL_ID, m_config_id="c0"))
+        deployment_id = await client.deploy_model(CreateModelDeployment(m_id=MODEL_ID, m_config_id=CONFIG_ID))
 
     assert deployment_id == DEPLOYMENT_ID
     assert len(deployments) == 1
@@ -288,7 +422,7 @@ async def test_ambiguous_deploy_failure_without_record_asks_to_check() -> None:
 
     async with make_client(handler) as client:
         with pytest.raises(DeploymentError) as caught:
-            await client.deploy_model(CreateModelDeployment(m_id=MODEL_ID, m_config_id="c0"))
+            await client.deploy_model(CreateModelDeployment(m_id=MODEL_ID, m_config_id=CONFIG_ID))
 
     assert "new deployments of this model: none" in str(caught.value)
     assert "list_deployments" in str(caught.value)

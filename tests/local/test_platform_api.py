@@ -82,7 +82,10 @@ async def test_ping(settings: LocalPlatformSettings) -> None:
     async with running(settings) as env:
         response = await env.api.get("ping")
     assert response.status_code == 200
-    assert response.json() == {"status": "ok"}
+    assert response.json() == {
+        "status": "ok",
+        "extensions": ["deployment_load", "deployment_unload", "model_register"],
+    }
 
 
 async def test_list_models_finds_both_sources(settings: LocalPlatformSettings, tiny_model_dir: Path) -> None:
