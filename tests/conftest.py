@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -13,6 +16,11 @@ from _loopback_guard import refuse_non_loopback
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["TRANSFORMERS_OFFLINE"] = "1"
 os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+# An empty Hugging Face cache, so the models a developer downloaded never show up
+# in the local platform's listings during the tests.
+_EMPTY_HF_CACHE = tempfile.mkdtemp(prefix="kamiwaza-mcp-test-hf-cache-")
+os.environ["HF_HUB_CACHE"] = _EMPTY_HF_CACHE
+atexit.register(shutil.rmtree, _EMPTY_HF_CACHE, ignore_errors=True)
 
 sys.addaudithook(refuse_non_loopback)
 

@@ -3,6 +3,10 @@
 A folder is a model when it contains config.json, with or without weights
 (`*.safetensors` files or a sharded `model.safetensors.index.json`). Model ids are
 uuid5 of the resolved folder path, so they stay the same across restarts.
+
+Models a user downloaded with huggingface_hub sit in its hub cache as
+`models--<org>--<name>/snapshots/<revision>/`, and `refs/main` names the revision
+of the main branch. `scan_hf_cache` finds them with their repo id `org/name`.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ __all__ = [
     "inspect_model_folder",
     "model_id_for_path",
     "read_model_config",
+    "scan_hf_cache",
     "scan_models_dir",
     "text_config_of",
 ]
@@ -43,6 +48,7 @@ _CONTEXT_LENGTH_KEYS = (
     "n_ctx",
 )
 _REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+_HF_CACHE_MODEL_PREFIX = "models--"
 
 
 @dataclass(frozen=True)
@@ -112,11 +118,15 @@ def context_length_from_config(config: dict[str, Any]) -> int | None:
     return None
 
 
-def inspect_model_folder(path: Path, *, repo_id: str | None = None) -> DiscoveredModel:
+def inspect_model_folder(
+    path: Path, *, repo_id: str | None = None, name: str | None = None, hub_repo_id: str | None = None
+) -> DiscoveredModel:
     """Describe the model folder at `path` from its config.json and file listing.
 
-    `repo_id` is used when the config's `_name_or_path` is not an `org/name` id.
-    Raises FileNotFoundError when config.json is missing and ValueError when it is invalid.
+    `repo_id` is used when the config's `_name_or_path` is not an `org/name` id, and
+    `hub_repo_id` (the repo a hub cache folder belongs to) is used in any case. `name`
+    defaults to the folder's name. Raises FileNotFoundError when config.json is missing
+    and ValueError when it is invalid.
     """
     path = path.resolve()
     if not path.is_dir():
@@ -124,7 +134,9 @@ def inspect_model_folder(path: Path, *, repo_id: str | None = None) -> Discovere
     config = read_model_config(path)
 
     name_or_path = config.get("_name_or_path")
-    if isinstance(name_or_path, str) and _REPO_ID.match(name_or_path):
+    if hub_repo_id is not None:
+        repo_id = hub_repo_id
+    elif isinstance(name_or_path, str) and _REPO_ID.match(name_or_path):
         repo_id = name_or_path
     architectures = config.get("architectures")
     architecture = architectures[0] if isinstance(architectures, list) and architectures else None
@@ -132,7 +144,7 @@ def inspect_model_folder(path: Path, *, repo_id: str | None = None) -> Discovere
 
     return DiscoveredModel(
         id=model_id_for_path(path),
-        name=path.name,
+        name=name or path.name,
         repo_id=repo_id or path.name,
         family=model_type if isinstance(model_type, str) else None,
         architecture=architecture if isinstance(architecture, str) else None,
@@ -162,9 +174,46 @@ def scan_models_dir(models_dir: Path) -> list[DiscoveredModel]:
     return sorted(found, key=lambda model: str(model.path))
 
 
-def _add_model(found: list[DiscoveredModel], folder: Path, *, repo_id: str | None) -> None:
+def scan_hf_cache(hub_dir: Path) -> list[DiscoveredModel]:
+    """Find the models in a Hugging Face hub cache, one per repo, sorted by repo id.
+
+    Each repo contributes the snapshot that `refs/main` names, else its most recently
+    modified snapshot. A snapshot without config.json (a GGUF-only repo, say) is skipped.
+    A missing `hub_dir` gives [].
+    """
+    if not hub_dir.is_dir():
+        return []
+    found: list[DiscoveredModel] = []
+    for repo_dir in _subfolders(hub_dir):
+        if not repo_dir.name.startswith(_HF_CACHE_MODEL_PREFIX):
+            continue
+        # Hub repo names cannot contain "--", so every "--" stands for the "/" of the repo id.
+        repo_id = repo_dir.name.removeprefix(_HF_CACHE_MODEL_PREFIX).replace("--", "/")
+        snapshot = _cache_snapshot(repo_dir)
+        if snapshot is None or not (snapshot / CONFIG_FILE).is_file():
+            logger.debug("Skipping %s: no snapshot with a config.json", repo_dir)
+            continue
+        _add_model(found, snapshot, hub_repo_id=repo_id, name=repo_id.rsplit("/", 1)[-1])
+    return sorted(found, key=lambda model: model.repo_id)
+
+
+def _cache_snapshot(repo_dir: Path) -> Path | None:
+    """Return the repo's snapshot of `refs/main`, else its most recently modified one, else None."""
+    snapshots = repo_dir / "snapshots"
     try:
-        found.append(inspect_model_folder(folder, repo_id=repo_id))
+        revision = (repo_dir / "refs" / "main").read_text(encoding="ascii").strip()
+    except OSError:
+        revision = ""
+    if revision and (snapshots / revision).is_dir():
+        return snapshots / revision
+    candidates = _subfolders(snapshots) if snapshots.is_dir() else []
+    return max(candidates, key=lambda folder: folder.stat().st_mtime, default=None)
+
+
+def _add_model(found: list[DiscoveredModel], folder: Path, **names: str | None) -> None:
+    """Append the model in `folder`, described with `names` (see inspect_model_folder), or log why not."""
+    try:
+        found.append(inspect_model_folder(folder, **names))
     except (OSError, ValueError) as exc:
         logger.warning("Skipping model folder %s: %s", folder, exc)
 

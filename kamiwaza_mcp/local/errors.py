@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-__all__ = ["ConflictError", "InvalidInputError", "NotFoundError", "PlatformError"]
+from typing import Any
+
+__all__ = ["ConflictError", "InsufficientMemoryError", "InvalidInputError", "NotFoundError", "PlatformError"]
 
 
 class PlatformError(Exception):
@@ -12,7 +14,7 @@ class PlatformError(Exception):
 
     def __init__(self, detail: str) -> None:
         super().__init__(detail)
-        self.detail = detail
+        self.detail: str | dict[str, Any] = detail
 
 
 class InvalidInputError(PlatformError):
@@ -31,3 +33,17 @@ class ConflictError(PlatformError):
     """The deployment is in a state that does not allow the operation."""
 
     status_code = 409
+
+
+class InsufficientMemoryError(PlatformError):
+    """The deployment's memory estimate exceeds the free memory.
+
+    The detail is an object: `message`, then every field of the estimate, so a caller
+    can show the numbers.
+    """
+
+    status_code = 507
+
+    def __init__(self, message: str, estimate: dict[str, Any]) -> None:
+        super().__init__(message)
+        self.detail = {"message": message, **estimate}

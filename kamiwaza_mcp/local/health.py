@@ -26,13 +26,14 @@ _UNPROBED = {
 
 
 async def collect_health(platform: LocalPlatform) -> list[dict[str, str]]:
-    """Probe `/health` of every running worker at once and report each instance.
+    """Probe `/health` of every running worker at once, ask Serve about replicas on Ray, and report each instance.
 
     A deployment without instances gets one map without `instance_id`. STOPPED
     deployments are left out, because a stop is final.
     """
     entries: list[dict[str, str]] = []
     probes: list[tuple[dict[str, str], Worker]] = []
+    ray_probes: list[tuple[dict[str, str], InstanceRecord]] = []
     for record in platform.store.list_deployments():
         if record.status == "STOPPED":
             continue
@@ -42,6 +43,10 @@ async def collect_health(platform: LocalPlatform) -> list[dict[str, str]]:
         for instance in instances:
             entry = _instance_entry(record, instance)
             entries.append(entry)
+            if record.backend == "ray":
+                if instance.status == "DEPLOYED":
+                    ray_probes.append((entry, instance))
+                continue
             worker = platform.launcher.worker(record.id, instance.id)
             if instance.status == "DEPLOYED" and worker is not None and worker.ready:
                 probes.append((entry, worker))
@@ -49,6 +54,7 @@ async def collect_health(platform: LocalPlatform) -> list[dict[str, str]]:
     async with anyio.create_task_group() as group:
         for entry, worker in probes:
             group.start_soon(_probe, platform.http, entry, worker)
+    await platform.ray_backend.probe_health(ray_probes)
     return entries
 
 

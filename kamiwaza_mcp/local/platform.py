@@ -14,16 +14,30 @@ import httpx
 from anyio.abc import TaskGroup
 from starlette.applications import Starlette
 
+from . import logs
+from .admission import Admission
 from .app import create_app
+from .backends import ReplicaBackend
 from .engines import ENGINE_NAMES
-from .errors import ConflictError, InvalidInputError, NotFoundError
+from .errors import ConflictError, InsufficientMemoryError, InvalidInputError, NotFoundError
 from .launcher import ACTIVE_STATUSES, Launcher
+from .monitor import monitor_workers
+from .ray_backend import RayBackend
 from .ray_cluster import RayCluster
 from .registry import DEFAULT_CONFIG_NAME, DEFAULT_ENGINE, ModelRegistry, RegistrationError, config_id_of
-from .schemas import CreateModelDeployment, Model, UIModelDeployment
+from .schemas import (
+    ContainerLogListResponse,
+    ContainerLogPatternResponse,
+    ContainerLogResponse,
+    CreateModelDeployment,
+    Model,
+    ModelInstance,
+    UIModelDeployment,
+)
 from .settings import LocalPlatformSettings
-from .store import DeploymentRecord, ModelRecord, Store, utc_now
-from .views import deployment_view, file_ids_of, model_view
+from .store import DeploymentRecord, InstanceRecord, ModelRecord, Store, utc_now
+from .supervisor import stop_stale_worker
+from .views import deployment_view, file_ids_of, file_name_of, instance_view, model_view
 
 __all__ = ["LocalPlatform"]
 
@@ -32,6 +46,8 @@ logger = logging.getLogger(__name__)
 # Engine names a Kamiwaza client may send that mean "the platform's default engine" here.
 _DEFAULT_ENGINE_ALIASES = frozenset({"", "auto", "vllm"})
 _CONNECT_TIMEOUT = 5.0
+# `runtime_env` key that makes deploy_model skip the memory check (values "true", "1" or "yes").
+FORCE_ENV_KEY = "KAMIWAZA_FORCE"
 
 _T = TypeVar("_T")
 
@@ -55,7 +71,9 @@ class LocalPlatform:
         self._http: httpx.AsyncClient | None = None
         self._registry: ModelRegistry | None = None
         self._launcher: Launcher | None = None
+        self._ray_backend: RayBackend | None = None
         self._locks: dict[str, anyio.Lock] = {}
+        self._admissions: dict[str, Admission] = {}
 
     @property
     def app(self) -> Starlette:
@@ -79,6 +97,15 @@ class LocalPlatform:
     def launcher(self) -> Launcher:
         return _require(self._launcher)
 
+    @property
+    def ray_backend(self) -> RayBackend:
+        """The backend of deployments whose replicas run on Ray Serve."""
+        return _require(self._ray_backend)
+
+    def backend_of(self, record: DeploymentRecord) -> ReplicaBackend:
+        """Return the backend the deployment was created on: local worker processes or Ray Serve."""
+        return self.ray_backend if record.backend == "ray" else self.launcher
+
     async def __aenter__(self) -> Self:
         if self._stack is not None:
             raise RuntimeError("this LocalPlatform is already running; create another one for a second run")
@@ -87,7 +114,7 @@ class LocalPlatform:
             await self._open(stack)
         except BaseException:
             await stack.aclose()
-            self._store = self._http = self._registry = self._launcher = None
+            self._store = self._http = self._registry = self._launcher = self._ray_backend = None
             raise
         self._stack = stack
         return self
@@ -98,7 +125,7 @@ class LocalPlatform:
         stack, self._stack = self._stack, None
         if stack is not None:
             await stack.__aexit__(exc_type, exc, tb)
-        self._store = self._http = self._registry = self._launcher = None
+        self._store = self._http = self._registry = self._launcher = self._ray_backend = None
 
     async def _open(self, stack: AsyncExitStack) -> None:
         settings = self.settings
@@ -116,12 +143,37 @@ class LocalPlatform:
         self._store, self._http = store, http
         self._registry = ModelRegistry(settings, store)
         self._launcher = Launcher(settings, store, http, task_group)
+        self._ray_backend = RayBackend(settings, store, self.ray, task_group)
         await self._registry.sync()
+        self._end_stale_workers()
         self._restore()
+        task_group.start_soon(monitor_workers, self._launcher, http, settings, name="worker health checks")
         logger.info("Local platform started with state in %s", settings.state_path)
+
+    def _end_stale_workers(self) -> None:
+        """Kill the workers an earlier platform process left running, and mark every replica STOPPED.
+
+        A platform that exits normally stops its workers first; one that was killed
+        leaves their pids in the store. Those workers end themselves within seconds of
+        losing their parent, but one still loading a model must not be adopted or serve on.
+        """
+        for instance in self.store.list_instances():
+            if instance.pid is not None:
+                stop_stale_worker(instance.pid, instance.id)
+        self.store.set_instances_stopped()
 
     def _restore(self) -> None:
         for record in self.store.list_deployments(statuses=ACTIVE_STATUSES):
+            if record.backend == "ray":
+                # Ray is not running yet when the platform starts, and its replicas ended
+                # with the last process, so the deployment waits for Ray and a load.
+                self.store.set_deployment_status(record.id, "UNLOADED", expected=ACTIVE_STATUSES)
+                logger.warning(
+                    "Deployment %s ran on Ray, which is not running; it is UNLOADED until Ray is "
+                    "started and the deployment is loaded",
+                    record.id,
+                )
+                continue
             logger.info("Restoring deployment %s (%s, was %s)", record.id, record.model_name, record.status)
             # Committed first, so no request reads DEPLOYED before the workers run again.
             self.store.set_deployment_status(record.id, "DEPLOYING", expected=ACTIVE_STATUSES)
@@ -130,6 +182,7 @@ class LocalPlatform:
     async def _shutdown(self, task_group: TaskGroup) -> None:
         with anyio.CancelScope(shield=True):
             await self.launcher.shutdown()
+            await self.ray_backend.shutdown()
             self.store.set_instances_stopped()
             await self.ray.shutdown()
         task_group.cancel_scope.cancel()
@@ -159,6 +212,9 @@ class LocalPlatform:
         model = self.require_model(str(request.m_id))
         self._check_config(model, request)
         engine = _select_engine(request)
+        await self._check_fits(model, request)
+        # Ray's state is read once here, so the deployment's backend is fixed at creation.
+        backend = "ray" if self.ray.running else "process"
         now = utc_now()
         record = DeploymentRecord(
             id=str(uuid.uuid4()),
@@ -178,23 +234,25 @@ class LocalPlatform:
             created_at=now,
             deployed_at=None,
             updated_at=now,
+            backend=backend,
         )
         self.store.insert_deployment(record)
         logger.info(
-            "Deployment %s of model %s requested with %d replicas",
+            "Deployment %s of model %s requested with %d replicas on %s",
             record.id,
             model.id,
             request.starting_copies,
+            "Ray Serve" if backend == "ray" else "local worker processes",
         )
-        self.launcher.schedule(record.id, Path(model.path))
+        self.backend_of(record).schedule(record.id, Path(model.path))
         return record.id
 
     async def stop_deployment(self, deployment_id: str, *, force: bool = False) -> bool:
         """Stop the workers and mark the deployment STOPPED; `force` skips the SIGTERM grace period."""
         async with self._lock(deployment_id):
-            self.require_deployment(deployment_id)
+            record = self.require_deployment(deployment_id)
             self.store.set_deployment_status(deployment_id, "STOPPED")
-            await self.launcher.stop(deployment_id, grace=0 if force else None)
+            await self.backend_of(record).stop(deployment_id, grace=0 if force else None)
             self.store.set_instances_stopped(deployment_id)
         logger.info("Deployment %s STOPPED", deployment_id)
         return True
@@ -210,7 +268,7 @@ class LocalPlatform:
                         "DEPLOYED deployment can be unloaded"
                     )
                 self.store.set_deployment_status(deployment_id, "UNLOADED")
-                await self.launcher.stop(deployment_id)
+                await self.backend_of(record).stop(deployment_id)
                 self.store.set_instances_stopped(deployment_id)
                 logger.info("Deployment %s UNLOADED", deployment_id)
         return self.deployment_view(deployment_id)
@@ -225,18 +283,28 @@ class LocalPlatform:
                         f"deployment {deployment_id} is {record.status}; deploy the model again with "
                         "POST /api/serving/deploy_model"
                     )
-                await self.launcher.stop(deployment_id)
+                if record.backend == "ray" and not self.ray.running:
+                    raise ConflictError(
+                        f"deployment {deployment_id} runs on Ray, which is not running; start Ray with "
+                        "POST /api/serving/start, then load the deployment"
+                    )
+                backend = self.backend_of(record)
+                await backend.stop(deployment_id)
                 self.store.set_deployment_status(deployment_id, "DEPLOYING", clear_error=True)
-                self.launcher.schedule(deployment_id, self._model_path(record.model_id))
+                backend.schedule(deployment_id, self._model_path(record.model_id))
                 logger.info("Deployment %s is loading again", deployment_id)
         return self.deployment_view(deployment_id)
 
     async def estimate(self, request: CreateModelDeployment) -> dict[str, Any]:
         """Estimate one replica's memory with the config's context length and the request's concurrency."""
-        from .vram import estimate_deployment
-
         model = self.require_model(str(request.m_id))
         self._check_config(model, request)
+        return await self._estimate_model(model, request)
+
+    async def _estimate_model(self, model: ModelRecord, request: CreateModelDeployment) -> dict[str, Any]:
+        from .vram import estimate_deployment
+
+        weights_file = file_name_of(model, str(request.m_file_id)) if request.m_file_id else None
         try:
             estimate = await anyio.to_thread.run_sync(
                 lambda: estimate_deployment(
@@ -245,6 +313,7 @@ class LocalPlatform:
                     concurrency=request.max_concurrent_requests or 1,
                     replicas=request.starting_copies,
                     force_cpu=request.force_cpu,
+                    weights_file=weights_file,
                 )
             )
         except (OSError, ValueError) as exc:
@@ -252,6 +321,36 @@ class LocalPlatform:
                 f"cannot estimate the memory of model {model.id} in {model.path}: {exc}"
             ) from exc
         return estimate.as_response()
+
+    async def _check_fits(self, model: ModelRecord, request: CreateModelDeployment) -> None:
+        """Raise InsufficientMemoryError when the deployment's estimate exceeds the free memory.
+
+        `runtime_env` {"KAMIWAZA_FORCE": "true"} skips the check. A model the estimate
+        cannot read is deployed without the check, and its workers report any failure.
+        """
+        # NOTE: the free memory is this machine's, also for a deployment that will run on a
+        # Ray cluster, whose nodes may have more or less.
+        if _forced(request):
+            logger.warning("Deploying model %s without the memory check (%s is set)", model.id, FORCE_ENV_KEY)
+            return
+        if self.ray.running and not self.ray.owned:
+            # The replicas go to the joined cluster's nodes, whose free memory this machine cannot read.
+            logger.info("Deploying model %s to a joined Ray cluster without the memory check", model.id)
+            return
+        try:
+            estimate = await self._estimate_model(model, request)
+        except InvalidInputError as exc:
+            logger.warning("Deploying model %s without a memory estimate: %s", model.id, exc.detail)
+            return
+        if estimate["fits"]:
+            return
+        logger.warning(
+            "Rejected a deployment of model %s: it needs %d bytes and %d are free",
+            model.id,
+            estimate["total_bytes"],
+            estimate["available_bytes"],
+        )
+        raise InsufficientMemoryError(_does_not_fit_message(model, estimate), estimate)
 
     def require_deployment(self, deployment_id: str) -> DeploymentRecord:
         record = self.store.get_deployment(deployment_id)
@@ -262,8 +361,76 @@ class LocalPlatform:
         return record
 
     def deployment_view(self, deployment_id: str) -> UIModelDeployment:
+        return self.view_of(self.require_deployment(deployment_id))
+
+    def view_of(self, record: DeploymentRecord) -> UIModelDeployment:
+        """Build the deployment's view with its request counters and its workers' live counters."""
+        return deployment_view(
+            record,
+            self.store.list_instances(record.id),
+            health_details=self._admission_stats(record),
+            live=self._worker_counters(record.id),
+        )
+
+    def instance_view_of(self, instance: InstanceRecord, record: DeploymentRecord) -> ModelInstance:
+        return instance_view(instance, record.engine, self._worker_counters(record.id).get(instance.id))
+
+    def admission_of(self, record: DeploymentRecord) -> Admission:
+        """Return the deployment's request admission, created on its first proxied request."""
+        admission = self._admissions.get(record.id)
+        if admission is None:
+            admission = Admission(record.id, record.request.get("max_concurrent_requests"))
+            self._admissions[record.id] = admission
+        return admission
+
+    def _admission_stats(self, record: DeploymentRecord) -> dict[str, Any]:
+        admission = self._admissions.get(record.id)
+        if admission is None:
+            admission = Admission(record.id, record.request.get("max_concurrent_requests"))
+        return admission.stats()
+
+    def _worker_counters(self, deployment_id: str) -> dict[str, dict[str, Any]]:
+        return {
+            worker.spec.instance_id: {
+                "in_flight": worker.in_flight,
+                "requests_served": worker.requests_served,
+            }
+            for worker in self.launcher.ready_workers(deployment_id)
+        }
+
+    # Logs
+
+    async def logs(self, deployment_id: str, *, lines: int, instance_id: str | None) -> ContainerLogResponse:
+        """Return the newest `lines` lines of the deployment's worker logs, or of one replica's."""
         record = self.require_deployment(deployment_id)
-        return deployment_view(record, self.store.list_instances(deployment_id))
+        instances = self.store.list_instances(deployment_id)
+        if instance_id is not None and instance_id not in {instance.id for instance in instances}:
+            raise NotFoundError(
+                f"model instance {instance_id} not found in deployment {deployment_id}; "
+                f"GET /api/serving/model_instances?deployment_id={deployment_id} lists its instances"
+            )
+        active = any(instance.pid is not None for instance in instances)
+        return await anyio.to_thread.run_sync(
+            lambda: logs.deployment_logs(
+                record,
+                instances,
+                lines=lines,
+                instance_id=instance_id,
+                capture_active=active,
+                logs_dir=self.settings.logs_dir,
+            )
+        )
+
+    async def log_patterns(self, deployment_id: str) -> ContainerLogPatternResponse:
+        record = self.require_deployment(deployment_id)
+        instances = self.store.list_instances(deployment_id)
+        return await anyio.to_thread.run_sync(logs.log_patterns, record, instances)
+
+    async def engine_logs(self, engine_type: str) -> ContainerLogListResponse:
+        deployments = [
+            (record, self.store.list_instances(record.id)) for record in self.store.list_deployments()
+        ]
+        return await anyio.to_thread.run_sync(logs.engine_log_list, engine_type, deployments)
 
     def _check_config(self, model: ModelRecord, request: CreateModelDeployment) -> None:
         if str(request.m_config_id) != config_id_of(model.id):
@@ -297,6 +464,28 @@ def _select_engine(request: CreateModelDeployment) -> str:
             f"use one of {', '.join(ENGINE_NAMES)}, or leave engine_name unset"
         )
     return DEFAULT_ENGINE
+
+
+def _forced(request: CreateModelDeployment) -> bool:
+    value = (request.runtime_env or {}).get(FORCE_ENV_KEY) or ""
+    return value.strip().lower() in ("true", "1", "yes")
+
+
+def _does_not_fit_message(model: ModelRecord, estimate: dict[str, Any]) -> str:
+    memory = "GPU memory" if estimate["memory_kind"] == "gpu" else "RAM"
+    return (
+        f"model {model.info['name']} does not fit: {estimate['replicas']} replica(s) need about "
+        f"{_gib(estimate['total_bytes'])} ({_gib(estimate['per_replica_bytes'])} each: weights "
+        f"{_gib(estimate['weights_bytes'])}, KV cache {_gib(estimate['kv_cache_bytes'])} for "
+        f"{estimate['concurrency']} sequences of {estimate['context_length']} tokens, overhead "
+        f"{_gib(estimate['overhead_bytes'])}), but {_gib(estimate['available_bytes'])} of {memory} is free; "
+        "lower starting_copies or max_concurrent_requests, choose a smaller model, or set runtime_env "
+        f"{FORCE_ENV_KEY}=true to deploy anyway"
+    )
+
+
+def _gib(size: int) -> str:
+    return f"{size / 1024**3:.2f} GiB"
 
 
 def _require(value: _T | None) -> _T:

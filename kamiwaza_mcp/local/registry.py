@@ -1,8 +1,8 @@
 """The models the local platform serves: folders found on disk, kept in the store.
 
-Three sources feed it. Folders under `models_dir` are "discovered" and folders in
-`model_paths` are "configured". Both are found again at every sync, which drops
-the folders that are gone. Folders registered through the API are
+Four sources feed it. Folders under `models_dir` are "discovered", folders in
+`model_paths` are "configured", and snapshots in the Hugging Face hub cache are
+"hf_cache". These are found again at every sync, which drops the folders that are gone. Folders registered through the API are
 "registered" and stay until the platform's state is removed; while such a folder
 is missing it is left out of the listing.
 """
@@ -17,7 +17,7 @@ from typing import Any
 
 import anyio
 
-from .catalog import DiscoveredModel, inspect_model_folder, scan_models_dir
+from .catalog import DiscoveredModel, inspect_model_folder, scan_hf_cache, scan_models_dir
 from .settings import LocalPlatformSettings
 from .store import ModelRecord, Store
 
@@ -27,7 +27,7 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_ENGINE = "transformers"
 DEFAULT_CONFIG_NAME = "default"
-_FOUND_SOURCES = ("discovered", "configured")
+_FOUND_SOURCES = ("discovered", "configured", "hf_cache")
 
 
 class RegistrationError(Exception):
@@ -81,6 +81,9 @@ class ModelRegistry:
                 found.append((inspect_model_folder(path), "configured"))
             except (OSError, ValueError) as exc:
                 logger.warning("Skipping configured model folder %s: %s", path, exc)
+        hub_dir = self._settings.hf_cache_dir
+        if self._settings.scan_hf_cache and hub_dir is not None:
+            found += [(model, "hf_cache") for model in scan_hf_cache(hub_dir)]
         return found
 
 

@@ -1,4 +1,4 @@
-"""Routes under `/api/serving`: deployments, their instances, health and memory estimates."""
+"""Routes under `/api/serving`: deployments, their instances, health, logs and memory estimates."""
 
 from __future__ import annotations
 
@@ -6,11 +6,11 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from ._http import json_response, parse_body, path_uuid, platform_of, query_bool, query_uuid
+from ._http import json_response, parse_body, path_uuid, platform_of, query_bool, query_int, query_uuid
 from .errors import NotFoundError
 from .health import collect_health
+from .logs import DEFAULT_LOG_LINES, MAX_LOG_LINES
 from .schemas import CreateModelDeployment
-from .views import deployment_view, instance_view
 
 __all__ = ["routes"]
 
@@ -19,7 +19,14 @@ _INSTANCES = "GET /api/serving/model_instances lists the instances"
 
 
 async def deploy_model(request: Request) -> JSONResponse:
-    """Return 202 with the new deployment's id; the workers start in the background."""
+    """Return 202 with the new deployment's id; the workers start in the background.
+
+    The deployment's memory is estimated first (as estimate_model_vram does). When all
+    replicas together need more than the free memory, the response is 507 with a detail
+    object: `message`, then the estimate's fields (weights_bytes, kv_cache_bytes,
+    overhead_bytes, per_replica_bytes, total_bytes, available_bytes, ...). To deploy
+    anyway, send `runtime_env: {"KAMIWAZA_FORCE": "true"}` in the body.
+    """
     body = await parse_body(request, CreateModelDeployment)
     deployment_id = await platform_of(request).deploy(body)
     return json_response(deployment_id, status_code=202)
@@ -32,9 +39,9 @@ async def estimate_model_vram(request: Request) -> JSONResponse:
 
 async def list_deployments(request: Request) -> JSONResponse:
     model_id = query_uuid(request, "model_id")
-    store = platform_of(request).store
-    records = store.list_deployments(model_id=model_id)
-    return json_response([deployment_view(record, store.list_instances(record.id)) for record in records])
+    platform = platform_of(request)
+    records = platform.store.list_deployments(model_id=model_id)
+    return json_response([platform.view_of(record) for record in records])
 
 
 async def get_deployment(request: Request) -> JSONResponse:
@@ -70,7 +77,7 @@ async def list_model_instances(request: Request) -> JSONResponse:
     if deployment_id is not None:
         records = [platform.require_deployment(deployment_id)]
     views = [
-        instance_view(instance, record.engine)
+        platform.instance_view_of(instance, record)
         for record in records
         for instance in platform.store.list_instances(record.id)
     ]
@@ -84,11 +91,36 @@ async def get_model_instance(request: Request) -> JSONResponse:
     if instance is None:
         raise NotFoundError(f"model instance {instance_id} not found; {_INSTANCES}")
     record = platform.require_deployment(instance.deployment_id)
-    return json_response(instance_view(instance, record.engine))
+    return json_response(platform.instance_view_of(instance, record))
 
 
 async def health(request: Request) -> JSONResponse:
     return json_response(await collect_health(platform_of(request)))
+
+
+async def deployment_logs(request: Request) -> JSONResponse:
+    """Return the newest lines of the deployment's worker logs, newest last.
+
+    Query `lines` (1 to 5000, default 200) bounds the lines returned, and `instance_id`
+    (a local extension) reads one replica's log. Without it, each replica gets an equal
+    share of `lines`, each line tagged `[replica N]` when there are several.
+    """
+    deployment_id = path_uuid(request, "deployment_id", "deployment", _DEPLOYMENTS)
+    lines = query_int(request, "lines", default=DEFAULT_LOG_LINES, minimum=1, maximum=MAX_LOG_LINES)
+    instance_id = query_uuid(request, "instance_id")
+    return json_response(await platform_of(request).logs(deployment_id, lines=lines, instance_id=instance_id))
+
+
+async def deployment_log_patterns(request: Request) -> JSONResponse:
+    """Report which failure patterns (oom, cuda_error, model_loading_failure, crash, port_conflict) the logs show."""
+    deployment_id = path_uuid(request, "deployment_id", "deployment", _DEPLOYMENTS)
+    return json_response(await platform_of(request).log_patterns(deployment_id))
+
+
+async def engine_logs(request: Request) -> JSONResponse:
+    """List the worker log files of deployments on `engine_type`; an engine without deployments lists none."""
+    engine_type = str(request.path_params["engine_type"])
+    return json_response(await platform_of(request).engine_logs(engine_type))
 
 
 routes = [
@@ -103,4 +135,7 @@ routes = [
     Route("/api/serving/model_instances", list_model_instances, methods=["GET"]),
     Route("/api/serving/model_instance/{instance_id}", get_model_instance, methods=["GET"]),
     Route("/api/serving/health", health, methods=["GET"]),
+    Route("/api/serving/deployment/{deployment_id}/logs", deployment_logs, methods=["GET"]),
+    Route("/api/serving/deployment/{deployment_id}/logs/patterns", deployment_log_patterns, methods=["GET"]),
+    Route("/api/serving/logs/{engine_type}", engine_logs, methods=["GET"]),
 ]

@@ -15,6 +15,9 @@ from uuid import UUID
 from pydantic import BaseModel, Field, model_validator
 
 __all__ = [
+    "ContainerLogListResponse",
+    "ContainerLogPatternResponse",
+    "ContainerLogResponse",
     "CreateModelDeployment",
     "Model",
     "ModelConfig",
@@ -227,3 +230,33 @@ class StartServingRequest(BaseModel):
 
     runtime_env: dict[str, Any] | None = None
     options: dict[str, Any] | None = None
+
+
+class ContainerLogResponse(BaseModel):
+    """Body of `GET /serving/deployment/{id}/logs`: the newest lines of the deployment's worker logs."""
+
+    deployment_id: str
+    engine_type: str | None = None
+    container_id: str | None = None
+    log_file_path: str
+    logs: list[str]
+    total_lines_seen: int
+    current_lines_stored: int
+    compressed: bool = False
+    capture_active: bool
+
+
+class ContainerLogPatternResponse(BaseModel):
+    """Body of `GET /serving/deployment/{id}/logs/patterns`: which failure patterns the logs show."""
+
+    deployment_id: str
+    patterns_detected: dict[str, bool]
+    failure_lines: list[dict[str, str]] = Field(default_factory=list)
+    analysis_timestamp: str
+
+
+class ContainerLogListResponse(BaseModel):
+    """Body of `GET /serving/logs/{engine_type}`: the log files of that engine's workers."""
+
+    engine_type: str
+    logs: list[dict[str, str]]

@@ -16,6 +16,20 @@ STATE_DIR_ENV = "KAMIWAZA_MCP_STATE_DIR"
 MODELS_DIR_ENV = "KAMIWAZA_MCP_MODELS_DIR"
 
 
+def default_hf_cache_dir() -> Path:
+    """Return the Hugging Face hub cache folder as huggingface_hub resolves it.
+
+    `$HF_HUB_CACHE` when set, else `$HF_HOME/hub`, else `~/.cache/huggingface/hub`.
+    """
+    hub_cache = os.environ.get("HF_HUB_CACHE")
+    if hub_cache:
+        return Path(hub_cache).expanduser()
+    hf_home = os.environ.get("HF_HOME")
+    if hf_home:
+        return Path(hf_home).expanduser() / "hub"
+    return Path("~/.cache/huggingface/hub").expanduser()
+
+
 def _default_state_dir() -> Path:
     override = os.environ.get(STATE_DIR_ENV)
     if override:
@@ -28,8 +42,10 @@ class LocalPlatformSettings(BaseModel):
 
     `state_dir` left as None becomes `$KAMIWAZA_MCP_STATE_DIR` when that is set, else
     the platform's user state folder. `models_dir` left as None becomes
-    `$KAMIWAZA_MCP_MODELS_DIR` when that is set, else `<state_dir>/models`. Both are
-    filled in at construction, and `state_path` and `models_path` return them typed.
+    `$KAMIWAZA_MCP_MODELS_DIR` when that is set, else `<state_dir>/models`.
+    `hf_cache_dir` left as None becomes the Hugging Face hub cache (`default_hf_cache_dir`);
+    `scan_hf_cache` False leaves the cache out of discovery. The folders are filled in at
+    construction, and `state_path` and `models_path` return them typed.
     """
 
     model_config = ConfigDict(frozen=True)
@@ -37,12 +53,30 @@ class LocalPlatformSettings(BaseModel):
     state_dir: Path | None = None
     models_dir: Path | None = None
     model_paths: list[Path] = Field(default_factory=list)
+    hf_cache_dir: Path | None = None
+    scan_hf_cache: bool = True
     worker_start_timeout: float = Field(
         default=180.0, gt=0, description="seconds for a worker to become healthy"
     )
     worker_stop_grace: float = Field(default=10.0, ge=0, description="seconds between SIGTERM and SIGKILL")
     request_timeout: float = Field(default=600.0, gt=0, description="seconds for one proxied generation")
+    ray_replica_cpus: float = Field(
+        default=1.0, gt=0, description="CPUs that Ray reserves for each replica placed on Ray Serve"
+    )
     python_executable: str = Field(default_factory=lambda: sys.executable)
+    health_check_interval: float = Field(
+        default=2.0, gt=0, description="seconds between /health probes of each running worker"
+    )
+    health_check_failures: int = Field(
+        default=3, ge=1, description="failed /health probes in a row before a worker is killed and replaced"
+    )
+    restart_limit: int = Field(
+        default=3, ge=0, description="restarts of one replica within restart_window before it stays FAILED"
+    )
+    restart_window: float = Field(default=600.0, gt=0, description="seconds over which restarts are counted")
+    restart_delay: float = Field(
+        default=1.0, ge=0, description="seconds before a replica's first restart; doubles with each restart"
+    )
 
     @model_validator(mode="after")
     def _fill_defaults(self) -> Self:
@@ -53,6 +87,8 @@ class LocalPlatformSettings(BaseModel):
             override = os.environ.get(MODELS_DIR_ENV)
             models_dir = Path(override).expanduser() if override else state_dir / "models"
             object.__setattr__(self, "models_dir", models_dir)
+        if self.hf_cache_dir is None:
+            object.__setattr__(self, "hf_cache_dir", default_hf_cache_dir())
         return self
 
     @property

@@ -23,7 +23,7 @@ from typing import Any, Self
 
 __all__ = ["DeploymentRecord", "InstanceRecord", "ModelRecord", "Store", "utc_now"]
 
-_SCHEMA_VERSION = 1
+_SCHEMA_VERSION = 2
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS models (
@@ -51,7 +51,8 @@ CREATE TABLE IF NOT EXISTS deployments (
     requested_at TEXT NOT NULL,
     created_at TEXT NOT NULL,
     deployed_at TEXT,
-    updated_at TEXT NOT NULL
+    updated_at TEXT NOT NULL,
+    backend TEXT NOT NULL DEFAULT 'process'
 );
 CREATE INDEX IF NOT EXISTS deployments_model ON deployments (model_id);
 CREATE TABLE IF NOT EXISTS instances (
@@ -66,9 +67,17 @@ CREATE TABLE IF NOT EXISTS instances (
     created_at TEXT NOT NULL,
     deployed_at TEXT,
     updated_at TEXT NOT NULL,
+    node_id TEXT,
+    replica_name TEXT,
     UNIQUE (deployment_id, replica)
 );
 """
+# Columns added in schema version 2, as (table, column, definition), for databases of version 1.
+_ADDED_COLUMNS = (
+    ("deployments", "backend", "TEXT NOT NULL DEFAULT 'process'"),
+    ("instances", "node_id", "TEXT"),
+    ("instances", "replica_name", "TEXT"),
+)
 
 
 def utc_now() -> str:
@@ -109,11 +118,17 @@ class DeploymentRecord:
     created_at: str
     deployed_at: str | None
     updated_at: str
+    # Where the replicas run: "process" (local worker processes) or "ray" (Ray Serve).
+    backend: str = "process"
 
 
 @dataclass(frozen=True)
 class InstanceRecord:
-    """One replica slot of a deployment. A relaunch reuses the slot with a new pid and port."""
+    """One replica slot of a deployment. A relaunch reuses the slot with a new pid and port.
+
+    On Ray, `node_id` is the hex id of the Ray node that runs the replica and
+    `replica_name` is Serve's replica id; both are None for worker processes.
+    """
 
     id: str
     deployment_id: str
@@ -126,6 +141,8 @@ class InstanceRecord:
     created_at: str
     deployed_at: str | None
     updated_at: str
+    node_id: str | None = None
+    replica_name: str | None = None
 
 
 class Store:
@@ -158,7 +175,14 @@ class Store:
             )
         with self._transaction():
             self._conn.executescript(_SCHEMA)
+            self._add_missing_columns()
             self._conn.execute(f"PRAGMA user_version = {_SCHEMA_VERSION}")
+
+    def _add_missing_columns(self) -> None:
+        for table, column, definition in _ADDED_COLUMNS:
+            names = {row["name"] for row in self._conn.execute(f"PRAGMA table_info({table})")}
+            if column not in names:
+                self._conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} {definition}")
 
     @contextmanager
     def _transaction(self) -> Iterator[sqlite3.Connection]:
@@ -209,8 +233,8 @@ class Store:
                 INSERT INTO deployments (
                     id, model_id, model_name, config_id, config_name, engine, served_model_name,
                     context_length, request, status, last_error_code, last_error_message,
-                    last_error_at, requested_at, created_at, deployed_at, updated_at)
-                VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                    last_error_at, requested_at, created_at, deployed_at, updated_at, backend)
+                VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
                 """,
                 (
                     record.id,
@@ -230,6 +254,7 @@ class Store:
                     record.created_at,
                     record.deployed_at,
                     record.updated_at,
+                    record.backend,
                 ),
             )
 
@@ -285,6 +310,15 @@ class Store:
             changed = conn.execute(query, params).rowcount
         return changed > 0
 
+    def set_deployment_error(self, deployment_id: str, error: tuple[str, str]) -> None:
+        """Store a (code, message) pair as the deployment's last error, leaving its status as it is."""
+        with self._transaction() as conn:
+            conn.execute(
+                "UPDATE deployments SET last_error_code = ?, last_error_message = ?, last_error_at = ?, "
+                "updated_at = ? WHERE id = ?",
+                (error[0], error[1], utc_now(), utc_now(), deployment_id),
+            )
+
     # Instances
 
     def insert_instance(self, record: InstanceRecord) -> None:
@@ -293,8 +327,8 @@ class Store:
                 """
                 INSERT INTO instances (
                     id, deployment_id, replica, status, pid, host, port, log_file,
-                    created_at, deployed_at, updated_at)
-                VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                    created_at, deployed_at, updated_at, node_id, replica_name)
+                VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
                 """,
                 (
                     record.id,
@@ -308,6 +342,8 @@ class Store:
                     record.created_at,
                     record.deployed_at,
                     record.updated_at,
+                    record.node_id,
+                    record.replica_name,
                 ),
             )
 
@@ -325,10 +361,11 @@ class Store:
         return [_instance(row) for row in rows]
 
     def set_instance_starting(self, instance_id: str) -> None:
-        """Mark a replica DEPLOYING and forget the pid and port of its previous worker."""
+        """Mark a replica DEPLOYING and forget where its previous worker or Ray replica ran."""
         with self._transaction() as conn:
             conn.execute(
-                "UPDATE instances SET status = 'DEPLOYING', pid = NULL, port = NULL, updated_at = ? WHERE id = ?",
+                "UPDATE instances SET status = 'DEPLOYING', pid = NULL, port = NULL, node_id = NULL, "
+                "replica_name = NULL, updated_at = ? WHERE id = ?",
                 (utc_now(), instance_id),
             )
 
@@ -346,20 +383,43 @@ class Store:
                 (port, now, now, instance_id),
             )
 
-    def set_instance_failed(self, instance_id: str) -> None:
-        """Mark a replica FAILED; its worker is gone, so the pid and port are cleared."""
+    def set_instance_on_ray(
+        self,
+        instance_id: str,
+        *,
+        node_id: str | None,
+        replica_name: str,
+        host: str,
+        pid: int | None,
+        log_file: str,
+    ) -> None:
+        """Mark a replica DEPLOYED as the Ray Serve replica `replica_name` on the Ray node `node_id`."""
+        now = utc_now()
         with self._transaction() as conn:
             conn.execute(
-                "UPDATE instances SET status = 'FAILED', pid = NULL, port = NULL, updated_at = ? WHERE id = ?",
+                "UPDATE instances SET status = 'DEPLOYED', node_id = ?, replica_name = ?, host = ?, pid = ?, "
+                "port = NULL, log_file = ?, deployed_at = ?, updated_at = ? WHERE id = ?",
+                (node_id, replica_name, host, pid, log_file, now, now, instance_id),
+            )
+
+    def set_instance_failed(self, instance_id: str) -> None:
+        """Mark a replica FAILED; its worker is gone, so the pid, port and Ray replica are cleared."""
+        with self._transaction() as conn:
+            conn.execute(
+                "UPDATE instances SET status = 'FAILED', pid = NULL, port = NULL, node_id = NULL, "
+                "replica_name = NULL, updated_at = ? WHERE id = ?",
                 (utc_now(), instance_id),
             )
 
     def set_instances_stopped(self, deployment_id: str | None = None) -> None:
         """Mark the replicas that are not FAILED as STOPPED, of one deployment or of all.
 
-        A pid or port is stored only while its worker runs, so both are cleared.
+        A pid, port or Ray replica is stored only while it runs, so all are cleared.
         """
-        query = "UPDATE instances SET status = 'STOPPED', pid = NULL, port = NULL, updated_at = ? WHERE status != 'FAILED'"
+        query = (
+            "UPDATE instances SET status = 'STOPPED', pid = NULL, port = NULL, node_id = NULL, "
+            "replica_name = NULL, updated_at = ? WHERE status != 'FAILED'"
+        )
         params: list[Any] = [utc_now()]
         if deployment_id is not None:
             query += " AND deployment_id = ?"

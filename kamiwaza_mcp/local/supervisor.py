@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
-import re
+import secrets
 import signal
 import subprocess
 from collections.abc import Awaitable, Callable
@@ -21,10 +21,12 @@ import anyio
 import httpx
 from anyio.abc import Process, TaskGroup
 
+from .log_patterns import CODE_LINE, LOAD_FAILURE_PATTERN, OOM_PATTERN
+from .oom import oom_kill_count
 from .settings import LocalPlatformSettings
 from .store import utc_now
 
-__all__ = ["Supervisor", "Worker", "WorkerSpec", "WorkerStartError", "classify_exit"]
+__all__ = ["Supervisor", "Worker", "WorkerSpec", "WorkerStartError", "classify_exit", "stop_stale_worker"]
 
 logger = logging.getLogger(__name__)
 
@@ -33,17 +35,7 @@ LOG_TAIL_LINES = 20
 _POLL_INTERVAL = 0.2
 _HEALTH_TIMEOUT = 2.0
 _KILL_WAIT = 10.0
-
-# The worker ends a failed load with one stderr line `MODEL_LOADING_FAILURE: ...` or
-# `OOM: ...`. The patterns after it catch a worker that died before it could write one.
-_CODE_LINE = re.compile(r"^(MODEL_LOADING_FAILURE|OOM):")
-_OOM_PATTERN = re.compile(
-    r"out of memory|OutOfMemoryError|\bMemoryError\b|Cannot allocate memory|std::bad_alloc", re.IGNORECASE
-)
-_LOAD_FAILURE_PATTERN = re.compile(
-    r"ModelLoadError|failed to load|could not load|no file named|does not appear to have a file|Unrecognized model",
-    re.IGNORECASE,
-)
+_WORKER_MODULE = "kamiwaza_mcp.local.worker"
 
 
 class WorkerStartError(Exception):
@@ -74,14 +66,24 @@ class WorkerSpec:
 
 @dataclass(eq=False)
 class Worker:
-    """A running worker process. `in_flight` counts the proxied requests it is serving."""
+    """A running worker process.
+
+    `in_flight` counts the proxied requests it is serving and `requests_served` those it
+    finished. `kill_reason` is set when the platform kills an unresponsive worker, and
+    `oom_kills_at_start` is the cgroup's OOM kill counter when it started (None when unknown).
+    """
 
     spec: WorkerSpec
     process: Process
     log_offset: int
+    port_file: Path
     port: int | None = None
     in_flight: int = 0
+    requests_served: int = 0
+    failed_probes: int = 0
     stopping: bool = False
+    kill_reason: str | None = None
+    oom_kills_at_start: int | None = None
     returncode: int | None = None
     exited: anyio.Event = field(default_factory=anyio.Event)
 
@@ -175,6 +177,14 @@ class Supervisor:
         with anyio.fail_after(_KILL_WAIT):
             await worker.exited.wait()
 
+    def kill(self, worker: Worker, reason: str) -> None:
+        """Send SIGKILL to a worker that stopped responding, so its exit is reported as unexpected."""
+        if worker.exited.is_set() or worker.stopping:
+            return
+        worker.kill_reason = reason
+        logger.error("Killing worker %s (pid %d): %s", worker.spec.instance_id, worker.pid, reason)
+        _signal_group(worker, signal.SIGKILL)
+
     async def stop_all(self) -> None:
         """Stop every worker at once; used when the platform exits."""
         async with anyio.create_task_group() as group:
@@ -182,15 +192,16 @@ class Supervisor:
                 group.start_soon(self.stop, worker)
 
     async def _spawn(self, spec: WorkerSpec) -> Worker:
-        port_file = self._port_file(spec)
+        # A fresh name per start, so a worker of an earlier run of this replica (say one
+        # orphaned by a killed platform) can never write the port this start waits for.
+        port_file = self._settings.run_dir / f"{spec.instance_id}.{secrets.token_hex(4)}.port"
         port_file.parent.mkdir(parents=True, exist_ok=True)
-        port_file.unlink(missing_ok=True)
         spec.log_file.parent.mkdir(parents=True, exist_ok=True)
 
         command = [
             self._settings.python_executable,
             "-m",
-            "kamiwaza_mcp.local.worker",
+            _WORKER_MODULE,
             "--engine",
             spec.engine,
             "--model-path",
@@ -216,7 +227,13 @@ class Supervisor:
                 env=_worker_env(spec.env_overrides),
                 start_new_session=True,
             )
-        worker = Worker(spec=spec, process=process, log_offset=offset)
+        worker = Worker(
+            spec=spec,
+            process=process,
+            log_offset=offset,
+            port_file=port_file,
+            oom_kills_at_start=oom_kill_count(),
+        )
         self._workers.add(worker)
         self._task_group.start_soon(self._reap, worker)
         logger.info(
@@ -225,11 +242,10 @@ class Supervisor:
         return worker
 
     async def _wait_ready(self, worker: Worker) -> int:
-        port_file = self._port_file(worker.spec)
         while True:
             if worker.exited.is_set():
                 raise _early_exit_error(worker)
-            port = _read_port(port_file)
+            port = _read_port(worker.port_file)
             if port is not None and await self._is_healthy(port):
                 return port
             with anyio.move_on_after(_POLL_INTERVAL):
@@ -269,26 +285,52 @@ class Supervisor:
         await worker.process.aclose()
         worker.exited.set()
         self._workers.discard(worker)
-        self._port_file(worker.spec).unlink(missing_ok=True)
+        worker.port_file.unlink(missing_ok=True)
         _append_log(worker.spec.log_file, f"--- {utc_now()} worker exited with code {worker.returncode}\n")
 
-    def _port_file(self, spec: WorkerSpec) -> Path:
-        return self._settings.run_dir / f"{spec.instance_id}.port"
 
+def classify_exit(log_lines: list[str], returncode: int | None, oom_killed: bool | None = None) -> str:
+    """Name the cause of a worker's exit from the last lines of its log and its exit code.
 
-def classify_exit(log_lines: list[str], returncode: int | None) -> str:
-    """Name the cause of a worker's exit from the last lines of its log and its exit code."""
+    `oom_killed` is whether the kernel's OOM killer killed a process of the cgroup
+    meanwhile, or None when that is unknown.
+    """
     for line in reversed(log_lines):
-        marked = _CODE_LINE.match(line)
+        marked = CODE_LINE.match(line)
         if marked:
             return marked.group(1)
     text = "\n".join(log_lines)
-    if _OOM_PATTERN.search(text) or returncode == -signal.SIGKILL:
-        # A SIGKILL the platform did not send usually comes from the kernel's OOM killer.
+    if OOM_PATTERN.search(text):
         return "OOM"
-    if _LOAD_FAILURE_PATTERN.search(text):
+    if returncode == -signal.SIGKILL and oom_killed is not False:
+        # Without the cgroup's counter, a SIGKILL the platform did not send is taken
+        # to come from the OOM killer, its most common source.
+        return "OOM"
+    if LOAD_FAILURE_PATTERN.search(text):
         return "MODEL_LOADING_FAILURE"
     return "CONTAINER_EXITED"
+
+
+def stop_stale_worker(pid: int, instance_id: str) -> bool:
+    """Kill a worker left running by an earlier platform process, if `pid` still is one.
+
+    The process counts as that worker only when its command line runs the worker module
+    for `instance_id`, so a reused pid is left alone. Linux only, because it reads /proc.
+    Returns whether a worker was killed.
+    """
+    try:
+        arguments = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return False
+    if _WORKER_MODULE.encode() not in arguments or not any(instance_id.encode() in arg for arg in arguments):
+        return False
+    try:
+        # The worker leads its own process group, so this ends what it started too.
+        os.killpg(pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        return False
+    logger.warning("Killed worker %s (pid %d) left running by an earlier platform process", instance_id, pid)
+    return True
 
 
 def read_log_tail(worker: Worker, max_lines: int = LOG_TAIL_LINES) -> list[str]:
@@ -305,9 +347,30 @@ def read_log_tail(worker: Worker, max_lines: int = LOG_TAIL_LINES) -> list[str]:
 
 def _early_exit_error(worker: Worker) -> WorkerStartError:
     lines = read_log_tail(worker)
-    code = classify_exit(lines, worker.returncode)
-    message = f"worker {worker.spec.instance_id} exited with code {worker.returncode}. " + _format_tail(lines)
-    return WorkerStartError(code, message)
+    if worker.kill_reason is not None:
+        message = f"the platform killed worker {worker.spec.instance_id}: {worker.kill_reason}. "
+        return WorkerStartError("CONTAINER_EXITED", message + _format_tail(lines))
+    oom_killed = _oom_killed_since(worker.oom_kills_at_start)
+    code = classify_exit(lines, worker.returncode, oom_killed)
+    message = f"worker {worker.spec.instance_id} exited with code {worker.returncode}"
+    if worker.returncode == -signal.SIGKILL:
+        message += _sigkill_cause(oom_killed)
+    return WorkerStartError(code, message + ". " + _format_tail(lines))
+
+
+def _oom_killed_since(count_at_start: int | None) -> bool | None:
+    now = oom_kill_count()
+    if count_at_start is None or now is None:
+        return None
+    return now > count_at_start
+
+
+def _sigkill_cause(oom_killed: bool | None) -> str:
+    if oom_killed is None:
+        return " (SIGKILL, most likely from the kernel's out-of-memory killer)"
+    if oom_killed:
+        return " (SIGKILL from the kernel's out-of-memory killer)"
+    return " (SIGKILL from another process; the cgroup's out-of-memory counter did not change)"
 
 
 def _format_tail(lines: list[str]) -> str:

@@ -1,9 +1,10 @@
 """Memory estimates for deploying a Hugging Face model folder.
 
 The estimate is weights + KV cache + runtime overhead per replica. Weights come from
-the safetensors headers (no tensor is loaded) or, without safetensors files, from a
-parameter count computed from config.json. It is an estimate: activations, allocator
-fragmentation and the CUDA context are covered by a stated allowance, not measured.
+the safetensors headers, from the GGUF header of a llama.cpp model file (no tensor
+is loaded from either), or, without weight files, from a parameter count computed
+from config.json. It is an estimate: activations, allocator fragmentation and the
+CUDA context are covered by a stated allowance, not measured.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import json
 import logging
 import math
 import os
+import re
 import shutil
 import struct
 import subprocess
@@ -20,6 +22,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 from .catalog import SAFETENSORS_INDEX_FILE, context_length_from_config, read_model_config, text_config_of
+from .gguf import GgufHeader, gguf_weight_bytes, read_gguf_header
+from .param_count import attention_shape, count_parameters, positive_int
 
 __all__ = [
     "MemoryKind",
@@ -28,6 +32,7 @@ __all__ = [
     "available_memory",
     "count_parameters",
     "estimate_deployment",
+    "gguf_files",
     "kv_cache_bytes",
     "read_safetensors_header",
     "safetensors_files",
@@ -37,8 +42,7 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 MemoryKind = Literal["gpu", "ram"]
-# NOTE: GGUF files are not read, so no estimate has the source "gguf" that the API allows.
-EstimateSource = Literal["safetensors", "config"]
+EstimateSource = Literal["safetensors", "config", "gguf"]
 
 # Bytes per element of the safetensors dtype codes.
 SAFETENSORS_DTYPE_BYTES = {
@@ -80,11 +84,22 @@ _MAX_HEADER_BYTES = 100 * 1024 * 1024
 # - GPU: 1 GiB for the CUDA context and cuBLAS workspaces, which take a few hundred MiB
 #   to about 1 GiB per process depending on the GPU and the torch build.
 # - CPU: 512 MiB for the worker process itself: a worker serving the tiny test model
-#   measured about 360 MiB resident (torch 2.13 CPU, transformers 5.25, Linux x86-64).
+#   measured about 370 MiB resident (torch 2.13 CPU, transformers 5.25, Linux x86-64).
 # - Both: 10% of weights plus KV cache for activations and allocator fragmentation.
 GPU_FIXED_OVERHEAD_BYTES = 1024**3
 CPU_FIXED_OVERHEAD_BYTES = 512 * 1024**2
 OVERHEAD_FRACTION = 0.10
+OVERHEAD_BASIS = {
+    "gpu": "1 GiB per replica for the CUDA context and cuBLAS workspaces (a few hundred MiB to about "
+    "1 GiB per process, by GPU and torch build), plus 10% of weights and KV cache for activations "
+    "and allocator fragmentation; an allowance, not a measurement",
+    "ram": "512 MiB per replica for the worker process (a worker serving the tiny test model measured "
+    "about 370 MiB resident with torch 2.13 CPU on Linux x86-64), plus 10% of weights and KV cache "
+    "for activations and allocator fragmentation; an allowance, not a measurement",
+}
+# llama.cpp keeps its KV cache in float16 by default (its --cache-type-k and --cache-type-v).
+GGUF_KV_CACHE_BYTES = 2
+_GGUF_SHARD = re.compile(r"^(?P<stem>.+)-(?P<index>\d{5})-of-(?P<count>\d{5})\.gguf$")
 
 _NVIDIA_SMI_TIMEOUT_SECONDS = 10
 
@@ -125,10 +140,13 @@ class VramEstimate:
     dtype: str
     estimate_source: EstimateSource
     parameter_count: int
+    overhead_basis: str
+    weights_files: tuple[str, ...] = ()
 
     def as_response(self) -> dict[str, Any]:
         """Return the body of `POST /api/serving/estimate_model_vram`."""
         body = asdict(self)
+        body["weights_files"] = list(self.weights_files)
         body["computed_vram_estimate"] = self.per_replica_bytes
         body["highest_node_vram"] = self.available_bytes
         return body
@@ -202,50 +220,7 @@ def safetensors_weight_bytes(model_dir: Path) -> int:
     return sum(t.stored_bytes for path in safetensors_files(model_dir) for t in read_safetensors_header(path))
 
 
-# Config-based counts
-
-
-def count_parameters(config: dict[str, Any]) -> int:
-    """Count the parameters of a Llama-style decoder from its config.json.
-
-    Counts embeddings, attention q/k/v/o with grouped-query attention and any
-    `head_dim` override, the gated MLP, RMSNorm weights and lm_head unless
-    `tie_word_embeddings`. Qwen2's q/k/v biases and Qwen3's per-head q/k norms
-    are included. Raises ValueError for a config that lacks the needed keys or
-    describes a mixture-of-experts model.
-    """
-    text = text_config_of(config)
-    if any(text.get(key) for key in ("num_local_experts", "num_experts", "n_routed_experts")):
-        raise ValueError(
-            "config.json describes a mixture-of-experts model, which config-only estimates do not cover; "
-            "add the model's safetensors files"
-        )
-    hidden = _positive_int(text, "hidden_size")
-    layers = _positive_int(text, "num_hidden_layers")
-    vocab = _positive_int(text, "vocab_size")
-    intermediate = _positive_int(text, "intermediate_size")
-    heads, kv_heads, head_dim = _attention_shape(text)
-    model_type = text.get("model_type", config.get("model_type"))
-
-    attention_bias = bool(text.get("attention_bias", False))
-    qkv_bias = attention_bias or model_type == "qwen2"
-    attention = hidden * heads * head_dim * 2 + hidden * kv_heads * head_dim * 2
-    if qkv_bias:
-        attention += heads * head_dim + 2 * kv_heads * head_dim
-    if attention_bias:
-        attention += hidden
-
-    mlp = 3 * hidden * intermediate
-    if text.get("mlp_bias", False):
-        mlp += 2 * intermediate + hidden
-
-    norms = 2 * hidden + (2 * head_dim if model_type == "qwen3" else 0)
-    embeddings = vocab * hidden
-    # NOTE: a config without tie_word_embeddings counts an untied lm_head, the Llama
-    # default; families whose class defaults to tied embeddings are then overcounted.
-    tied = bool(text.get("tie_word_embeddings", config.get("tie_word_embeddings", False)))
-    lm_head = 0 if tied else vocab * hidden
-    return embeddings + layers * (attention + mlp + norms) + hidden + lm_head
+# KV cache
 
 
 def kv_cache_bytes(
@@ -253,25 +228,6 @@ def kv_cache_bytes(
 ) -> int:
     """Return the KV cache size: keys and values for every layer, KV head and position of each sequence."""
     return 2 * layers * kv_heads * head_dim * context_length * dtype_bytes * sequences
-
-
-def _attention_shape(text: dict[str, Any]) -> tuple[int, int, int]:
-    """Return (attention heads, KV heads, head dim), with the Llama defaults for the optional keys."""
-    heads = _positive_int(text, "num_attention_heads")
-    kv_heads = text.get("num_key_value_heads") or heads
-    head_dim = text.get("head_dim") or _positive_int(text, "hidden_size") // heads
-    if not isinstance(kv_heads, int) or not isinstance(head_dim, int):
-        raise ValueError("config.json has a non-integer num_key_value_heads or head_dim")
-    return heads, kv_heads, head_dim
-
-
-def _positive_int(config: dict[str, Any], key: str) -> int:
-    value = config.get(key)
-    if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-        raise ValueError(
-            f"config.json has no positive integer {key} (found {value!r}); the estimate needs it"
-        )
-    return value
 
 
 # Available memory
@@ -322,47 +278,132 @@ def _available_ram_bytes() -> int:
         return os.sysconf("SC_PHYS_PAGES") * page_size
 
 
+# GGUF
+
+
+def gguf_files(model_dir: Path, weights_file: str | None = None) -> list[Path]:
+    """List the GGUF files of one model in the folder: `weights_file` and its sibling shards.
+
+    Without `weights_file`, the folder must contain one GGUF model (one file, or the
+    shards `<name>-0000i-of-0000n.gguf` of one model). Returns [] for a folder without
+    GGUF files. Raises ValueError when several models are present and none is chosen,
+    and FileNotFoundError when a chosen file or one of its shards is missing.
+    """
+    if weights_file is not None:
+        chosen = model_dir / weights_file
+        if not chosen.is_file():
+            raise FileNotFoundError(f"weights file {weights_file} not found in {model_dir}")
+        return _shard_set(chosen)
+    found = sorted(model_dir.glob("*.gguf"))
+    groups = {_shard_stem(path) for path in found}
+    if len(groups) > 1:
+        raise ValueError(
+            f"{model_dir} contains {len(groups)} GGUF models ({', '.join(sorted(groups))}); "
+            "choose one with m_file_id"
+        )
+    return _shard_set(found[0]) if found else []
+
+
+def _shard_stem(path: Path) -> str:
+    match = _GGUF_SHARD.match(path.name)
+    return match.group("stem") if match else path.stem
+
+
+def _shard_set(path: Path) -> list[Path]:
+    match = _GGUF_SHARD.match(path.name)
+    if match is None:
+        return [path]
+    count = int(match.group("count"))
+    shards = [
+        path.with_name(f"{match.group('stem')}-{i:05d}-of-{count:05d}.gguf") for i in range(1, count + 1)
+    ]
+    missing = [shard.name for shard in shards if not shard.is_file()]
+    if missing:
+        raise FileNotFoundError(f"GGUF model {match.group('stem')} is missing shards: {', '.join(missing)}")
+    return shards
+
+
+def _gguf_cached_values(header: GgufHeader) -> int:
+    """Return the values the KV cache keeps per position, summed over layers, from GGUF metadata.
+
+    Each layer caches KV heads × (key length + value length) values per position. The
+    key and value lengths default to embedding_length / head_count, and
+    `head_count_kv` may be one number or a list with one entry per layer.
+    """
+    layers = header.model_value("block_count")
+    heads = header.model_value("attention.head_count")
+    embedding = header.model_value("embedding_length")
+    if not isinstance(layers, int) or layers <= 0:
+        raise ValueError(f"{header.path} has no {header.architecture}.block_count; the estimate needs it")
+    kv_heads = header.model_value("attention.head_count_kv")
+    if kv_heads is None:
+        kv_heads = heads
+    per_layer = kv_heads if isinstance(kv_heads, list) else [kv_heads] * layers
+    default_dim = (
+        embedding // heads if isinstance(embedding, int) and isinstance(heads, int) and heads else None
+    )
+    key_length = header.model_value("attention.key_length") or default_dim
+    value_length = header.model_value("attention.value_length") or default_dim
+    if not isinstance(key_length, int) or not isinstance(value_length, int):
+        raise ValueError(
+            f"{header.path} states neither attention.key_length nor embedding_length and head_count; "
+            "the KV cache cannot be estimated"
+        )
+    if not all(isinstance(count, int) for count in per_layer):
+        raise ValueError(f"{header.path} has an invalid {header.architecture}.attention.head_count_kv")
+    return sum(per_layer) * (key_length + value_length)
+
+
 # Estimate
 
 
+@dataclass(frozen=True)
+class _Weights:
+    """Weight bytes at the deployment dtype, their parameter count and where the figures came from."""
+
+    bytes: int
+    parameters: int
+    source: EstimateSource
+    files: tuple[str, ...]
+
+
 def estimate_deployment(
-    model_dir: Path, *, context_length: int | None, concurrency: int, replicas: int, force_cpu: bool
+    model_dir: Path,
+    *,
+    context_length: int | None,
+    concurrency: int,
+    replicas: int,
+    force_cpu: bool,
+    weights_file: str | None = None,
 ) -> VramEstimate:
     """Estimate the memory of a deployment of the model in `model_dir` and check it against free memory.
 
-    `context_length` None means the config's maximum. CPU deployments count float32,
-    because the transformers engine loads float32 on CPU; GPU deployments count the
-    config's dtype. Raises ValueError when the folder lacks what the estimate needs.
+    `context_length` None means the model's maximum. A folder with GGUF files and no
+    safetensors files, or a `weights_file` ending in `.gguf`, is estimated from the GGUF
+    header: weights at their stored size and a float16 KV cache, as llama.cpp runs them.
+    Otherwise CPU deployments count float32, because the transformers engine loads
+    float32 on CPU, and GPU deployments count the config's dtype. Raises ValueError
+    when the folder lacks what the estimate needs.
     """
     for name, value in (("concurrency", concurrency), ("replicas", replicas)):
         if value < 1:
             raise ValueError(f"{name} is {value}; it must be at least 1")
-    config = read_model_config(model_dir)
-    context_length = _resolve_context_length(config, context_length)
-
     available_bytes, memory_kind = available_memory(force_cpu)
-    dtype = "float32" if memory_kind == "ram" else _config_dtype(config)
-    dtype_bytes = TORCH_DTYPE_BYTES[dtype]
+    ggufs = gguf_files(model_dir, weights_file) if _may_be_gguf(model_dir, weights_file) else []
+    if ggufs:
+        weights, context, cache_bytes, dtype = _gguf_parts(ggufs, context_length, concurrency)
+    else:
+        weights, context, cache_bytes, dtype = _transformers_parts(
+            model_dir, memory_kind, context_length, concurrency
+        )
 
-    weights_bytes, parameter_count, source = _weights(model_dir, config, dtype_bytes)
-    text = text_config_of(config)
-    _heads, kv_heads, head_dim = _attention_shape(text)
-    kv_bytes = kv_cache_bytes(
-        layers=_positive_int(text, "num_hidden_layers"),
-        kv_heads=kv_heads,
-        head_dim=head_dim,
-        context_length=context_length,
-        dtype_bytes=dtype_bytes,
-        sequences=concurrency,
-    )
     fixed = GPU_FIXED_OVERHEAD_BYTES if memory_kind == "gpu" else CPU_FIXED_OVERHEAD_BYTES
-    overhead_bytes = fixed + int(OVERHEAD_FRACTION * (weights_bytes + kv_bytes))
-    per_replica = weights_bytes + kv_bytes + overhead_bytes
+    overhead_bytes = fixed + int(OVERHEAD_FRACTION * (weights.bytes + cache_bytes))
+    per_replica = weights.bytes + cache_bytes + overhead_bytes
     total = per_replica * replicas
-
     return VramEstimate(
-        weights_bytes=weights_bytes,
-        kv_cache_bytes=kv_bytes,
+        weights_bytes=weights.bytes,
+        kv_cache_bytes=cache_bytes,
         overhead_bytes=overhead_bytes,
         per_replica_bytes=per_replica,
         replicas=replicas,
@@ -371,36 +412,85 @@ def estimate_deployment(
         memory_kind=memory_kind,
         # Every replica runs on this machine (and on GPU 0), so all of them must fit together.
         fits=total <= available_bytes,
-        context_length=context_length,
+        context_length=context,
         concurrency=concurrency,
         dtype=dtype,
-        estimate_source=source,
-        parameter_count=parameter_count,
+        estimate_source=weights.source,
+        parameter_count=weights.parameters,
+        overhead_basis=OVERHEAD_BASIS[memory_kind],
+        weights_files=weights.files,
     )
 
 
-def _weights(model_dir: Path, config: dict[str, Any], dtype_bytes: int) -> tuple[int, int, EstimateSource]:
-    """Return (weight bytes at the deployment dtype, parameter count, source of the figures)."""
+def _may_be_gguf(model_dir: Path, weights_file: str | None) -> bool:
+    if weights_file is not None:
+        return weights_file.endswith(".gguf")
+    return not safetensors_files(model_dir) and any(model_dir.glob("*.gguf"))
+
+
+def _gguf_parts(
+    files: list[Path], requested_context: int | None, concurrency: int
+) -> tuple[_Weights, int, int, str]:
+    """Return (weights, context length, KV cache bytes, KV cache dtype) of a GGUF model."""
+    headers = [read_gguf_header(path) for path in files]
+    first = headers[0]
+    weights = _Weights(
+        bytes=sum(gguf_weight_bytes(header) for header in headers),
+        parameters=sum(tensor.numel for header in headers for tensor in header.tensors),
+        source="gguf",
+        files=tuple(path.name for path in files),
+    )
+    stated = first.model_value("context_length")
+    context = _resolve_context_length(stated if isinstance(stated, int) else None, requested_context)
+    cache_bytes = _gguf_cached_values(first) * context * GGUF_KV_CACHE_BYTES * concurrency
+    return weights, context, cache_bytes, "float16"
+
+
+def _transformers_parts(
+    model_dir: Path, memory_kind: MemoryKind, requested_context: int | None, concurrency: int
+) -> tuple[_Weights, int, int, str]:
+    """Return (weights, context length, KV cache bytes, dtype) of a Hugging Face folder."""
+    config = read_model_config(model_dir)
+    context = _resolve_context_length(context_length_from_config(config), requested_context)
+    dtype = "float32" if memory_kind == "ram" else _config_dtype(config)
+    dtype_bytes = TORCH_DTYPE_BYTES[dtype]
+    weights = _weights(model_dir, config, dtype_bytes)
+    text = text_config_of(config)
+    _heads, kv_heads, head_dim = attention_shape(text)
+    cache_bytes = kv_cache_bytes(
+        layers=positive_int(text, "num_hidden_layers"),
+        kv_heads=kv_heads,
+        head_dim=head_dim,
+        context_length=context,
+        dtype_bytes=dtype_bytes,
+        sequences=concurrency,
+    )
+    return weights, context, cache_bytes, dtype
+
+
+def _weights(model_dir: Path, config: dict[str, Any], dtype_bytes: int) -> _Weights:
+    """Return the weight bytes at the deployment dtype, from safetensors headers or else config.json."""
     files = safetensors_files(model_dir)
     if not files:
-        parameters = count_parameters(config)
-        return parameters * dtype_bytes, parameters, "config"
+        parameters = count_parameters(config).total
+        return _Weights(parameters * dtype_bytes, parameters, "config", ())
     tensors = [tensor for path in files for tensor in read_safetensors_header(path)]
     weights = sum(t.numel * dtype_bytes if t.is_float else t.stored_bytes for t in tensors)
-    return weights, sum(t.numel for t in tensors), "safetensors"
+    names = tuple(path.name for path in files)
+    return _Weights(weights, sum(t.numel for t in tensors), "safetensors", names)
 
 
-def _resolve_context_length(config: dict[str, Any], requested: int | None) -> int:
+def _resolve_context_length(stated: int | None, requested: int | None) -> int:
     if requested is not None:
         if requested < 1:
             raise ValueError(f"context_length is {requested}; it must be at least 1")
         return requested
-    from_config = context_length_from_config(config)
-    if from_config is None:
+    if stated is None:
         raise ValueError(
-            "config.json states no context length (max_position_embeddings); pass context_length"
+            "the model states no context length (max_position_embeddings in config.json, or "
+            "<architecture>.context_length in a GGUF file); pass context_length"
         )
-    return from_config
+    return stated
 
 
 def _config_dtype(config: dict[str, Any]) -> str:

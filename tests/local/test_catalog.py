@@ -1,4 +1,4 @@
-"""Tests of model folder discovery."""
+"""Tests of model folder discovery: the models folder, single folders and the Hugging Face hub cache."""
 
 from __future__ import annotations
 
@@ -7,9 +7,13 @@ import logging
 import shutil
 from pathlib import Path
 
+import anyio
+import httpx
 import pytest
 
-from kamiwaza_mcp.local.catalog import inspect_model_folder, model_id_for_path, scan_models_dir
+from kamiwaza_mcp.client import KamiwazaClient
+from kamiwaza_mcp.local import LocalPlatform, LocalPlatformSettings
+from kamiwaza_mcp.local.catalog import inspect_model_folder, model_id_for_path, scan_hf_cache, scan_models_dir
 
 
 @pytest.fixture
@@ -103,3 +107,100 @@ def test_inspect_invalid_config(tmp_path: Path) -> None:
 
 def test_scan_missing_dir(tmp_path: Path) -> None:
     assert scan_models_dir(tmp_path / "absent") == []
+
+
+# The Hugging Face hub cache
+
+
+def _cache_repo(hub: Path, repo_id: str, revision: str, source: Path, *, main: bool = True) -> Path:
+    """Lay out `source` as huggingface_hub caches a download: blobs, a snapshot of symlinks, refs/main."""
+    repo = hub / ("models--" + repo_id.replace("/", "--"))
+    snapshot = repo / "snapshots" / revision
+    (repo / "blobs").mkdir(parents=True, exist_ok=True)
+    snapshot.mkdir(parents=True)
+    for number, file in enumerate(sorted(source.iterdir())):
+        blob = repo / "blobs" / f"{revision}-{number}"
+        shutil.copy(file, blob)
+        (snapshot / file.name).symlink_to(Path("../..") / "blobs" / blob.name)
+    if main:
+        (repo / "refs").mkdir(exist_ok=True)
+        (repo / "refs" / "main").write_text(revision)
+    return snapshot
+
+
+def test_hf_cache_finds_snapshots(tiny_model_dir: Path, tmp_path: Path) -> None:
+    hub = tmp_path / "hub"
+    snapshot = _cache_repo(hub, "acme/tiny-llama", "abc123", tiny_model_dir)
+    _cache_repo(hub, "solo", "def456", tiny_model_dir)
+    (hub / "datasets--acme--corpus" / "snapshots" / "1").mkdir(parents=True)
+    (hub / "models--acme--no-config" / "snapshots" / "2").mkdir(parents=True)
+
+    models = scan_hf_cache(hub)
+
+    assert [m.repo_id for m in models] == ["acme/tiny-llama", "solo"]
+    tiny = models[0]
+    assert tiny.name == "tiny-llama"
+    assert tiny.path == snapshot.resolve()
+    assert tiny.id == model_id_for_path(snapshot)
+    assert tiny.has_safetensors
+    sizes = {f.name: f.size for f in tiny.files}
+    assert sizes["model.safetensors"] == (tiny_model_dir / "model.safetensors").stat().st_size
+
+
+def test_hf_cache_prefers_refs_main(tiny_model_dir: Path, tmp_path: Path) -> None:
+    hub = tmp_path / "hub"
+    main = _cache_repo(hub, "acme/tiny-llama", "aaa111", tiny_model_dir)
+    _cache_repo(hub, "acme/tiny-llama", "bbb222", tiny_model_dir, main=False)
+
+    assert [m.path for m in scan_hf_cache(hub)] == [main.resolve()]
+
+    (hub / "models--acme--tiny-llama" / "refs" / "main").unlink()
+    newest = max((hub / "models--acme--tiny-llama" / "snapshots").iterdir(), key=lambda p: p.stat().st_mtime)
+    assert [m.path for m in scan_hf_cache(hub)] == [newest.resolve()]
+
+
+def test_hf_cache_missing(tmp_path: Path) -> None:
+    assert scan_hf_cache(tmp_path / "absent") == []
+
+
+@pytest.mark.parametrize("variable", ["HF_HUB_CACHE", "HF_HOME"])
+async def test_platform_lists_cached_models(
+    tiny_model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, variable: str
+) -> None:
+    hub = tmp_path / "hf" / "hub"
+    snapshot = _cache_repo(hub, "acme/tiny-llama", "abc123", tiny_model_dir)
+    monkeypatch.delenv("HF_HUB_CACHE", raising=False)
+    monkeypatch.setenv(variable, str(hub if variable == "HF_HUB_CACHE" else hub.parent))
+    settings = LocalPlatformSettings(state_dir=tmp_path / "state", models_dir=tmp_path / "models")
+
+    with anyio.fail_after(30):
+        async with (
+            LocalPlatform(settings) as platform,
+            KamiwazaClient(
+                "http://kamiwaza.local/api", transport=httpx.ASGITransport(app=platform.app)
+            ) as client,
+        ):
+            models = await client.list_models()
+            found = await client.resolve_model("acme/tiny-llama")
+
+    assert [(m.repo_modelId, m.name) for m in models] == [("acme/tiny-llama", "tiny-llama")]
+    assert found.id == model_id_for_path(snapshot)
+    assert found.m_files[0].storage_location is not None
+    assert found.m_files[0].storage_location.startswith(str(snapshot.resolve()))
+
+
+async def test_hf_cache_scan_can_be_disabled(tiny_model_dir: Path, tmp_path: Path) -> None:
+    hub = tmp_path / "hub"
+    _cache_repo(hub, "acme/tiny-llama", "abc123", tiny_model_dir)
+    settings = LocalPlatformSettings(
+        state_dir=tmp_path / "state", models_dir=tmp_path / "models", hf_cache_dir=hub, scan_hf_cache=False
+    )
+
+    with anyio.fail_after(30):
+        async with (
+            LocalPlatform(settings) as platform,
+            KamiwazaClient(
+                "http://kamiwaza.local/api", transport=httpx.ASGITransport(app=platform.app)
+            ) as client,
+        ):
+            assert await client.list_models() == []

@@ -128,7 +128,7 @@ async def test_get_model_and_configs_via_client(
         model = await env.client.resolve_model("tiny-llama")
         assert model.id is not None
         fetched = await env.client.get_model(model.id)
-        config = await env.client.default_config(model.id)
+        config = await env.client.select_config(model.id)
     assert model.id == model_id_for_path(tiny_model_dir)
     assert fetched.name == "tiny-llama"
     assert config.m_id == model.id
@@ -363,7 +363,7 @@ async def test_deploy_unknown_engine_is_400(settings: LocalPlatformSettings, tin
 async def test_estimate_map_fields(settings: LocalPlatformSettings, tiny_model_dir: Path) -> None:
     model_id = model_id_for_path(tiny_model_dir)
     async with running(settings) as env:
-        config = await env.client.default_config(model_id)
+        config = await env.client.select_config(model_id)
         request = CreateModelDeployment(
             m_id=model_id, m_config_id=config.id, starting_copies=2, max_concurrent_requests=3, force_cpu=True
         )

@@ -116,7 +116,7 @@ async def deployment(client: KamiwazaClient, tiny_model_dir: Path) -> Deployment
 
 async def deploy(client: KamiwazaClient, model_dir: Path, **fields: Any) -> str:
     model_id = model_id_for_path(model_dir)
-    config = await client.default_config(model_id)
+    config = await client.select_config(model_id)
     return await client.deploy_model(CreateModelDeployment(m_id=model_id, m_config_id=config.id, **fields))
 
 

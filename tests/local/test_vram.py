@@ -152,7 +152,7 @@ def test_parameter_count_tiny_model(tiny_model_dir: Path) -> None:
     model = transformers.AutoModelForCausalLM.from_pretrained(tiny_model_dir, local_files_only=True)
     expected = sum(p.numel() for p in model.parameters())
 
-    assert count_parameters(read_model_config(tiny_model_dir)) == expected
+    assert count_parameters(read_model_config(tiny_model_dir)).total == expected
 
 
 LLAMA_BASE = {
@@ -179,7 +179,7 @@ LLAMA_BASE = {
 def test_parameter_count_llama_exact(tmp_path: Path, overrides: dict[str, Any]) -> None:
     config = transformers.LlamaConfig(**LLAMA_BASE, **overrides)
 
-    assert count_parameters(_config_json(config, tmp_path)) == _parameters_of(config)
+    assert count_parameters(_config_json(config, tmp_path)).total == _parameters_of(config)
 
 
 @pytest.mark.parametrize(
@@ -195,7 +195,7 @@ def test_parameter_count_llama_exact(tmp_path: Path, overrides: dict[str, Any]) 
 def test_parameter_count_other_families(tmp_path: Path, config_class: str, overrides: dict[str, Any]) -> None:
     config = getattr(transformers, config_class)(**LLAMA_BASE, **overrides)
 
-    assert count_parameters(_config_json(config, tmp_path)) == _parameters_of(config)
+    assert count_parameters(_config_json(config, tmp_path)).total == _parameters_of(config)
 
 
 def test_parameter_count_rejects_mixture_of_experts() -> None:
@@ -280,7 +280,7 @@ def test_estimate_from_config_only(tiny_model_dir: Path, tmp_path: Path) -> None
     estimate = estimate_deployment(tmp_path, context_length=None, concurrency=1, replicas=1, force_cpu=True)
 
     assert estimate.estimate_source == "config"
-    assert estimate.parameter_count == count_parameters(read_model_config(tmp_path))
+    assert estimate.parameter_count == count_parameters(read_model_config(tmp_path)).total
     assert estimate.weights_bytes == safetensors_weight_bytes(tiny_model_dir)
 
 

@@ -26,6 +26,9 @@ __all__ = ["TransformersEngine", "format_chat_fallback"]
 
 logger = logging.getLogger(__name__)
 
+# strerror of ENOMEM on Linux and macOS.
+_ENOMEM_MESSAGE = "Cannot allocate memory"
+
 # Used only when neither the model config nor the tokenizer states a context length.
 # NOTE: 2048 is an assumption, not read from the model; such a model may accept more or fewer tokens.
 _FALLBACK_CONTEXT_LENGTH = 2048
@@ -98,6 +101,12 @@ class TransformersEngine:
                 f"loading {self.model_path} on {self.device} ran out of memory: {exc}"
             ) from exc
         except Exception as exc:
+            # A failed mmap of the weights raises RuntimeError or OSError with ENOMEM, which is
+            # memory running out, not a broken folder.
+            if _ENOMEM_MESSAGE in str(exc):
+                raise EngineOutOfMemoryError(
+                    f"loading {self.model_path} on {self.device} ran out of memory: {type(exc).__name__}: {exc}"
+                ) from exc
             # transformers raises many unrelated types (OSError, ValueError, KeyError,
             # safetensors errors) for a broken folder, so they are reported as one kind.
             raise ModelLoadError(f"failed to load {self.model_path}: {type(exc).__name__}: {exc}") from exc
