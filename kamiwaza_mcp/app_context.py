@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from contextvars import ContextVar
+from dataclasses import dataclass, field
 
 from .client import KamiwazaClient
 from .guard import ConfirmationGuard
+from .policy import Policy
 
-__all__ = ["AppContext"]
+__all__ = ["AppContext", "current_app", "request_app"]
 
 
 @dataclass(frozen=True)
@@ -16,4 +18,19 @@ class AppContext:
 
     client: KamiwazaClient
     guard: ConfirmationGuard
+    policy: Policy = field(default_factory=Policy)
     poll_interval_seconds: float = 0.5
+
+
+# Set for the duration of each request by the server's middleware. Static
+# resources and completion handlers get no Context from the SDK, so they read
+# the lifespan state from here.
+request_app: ContextVar[AppContext] = ContextVar("request_app")
+
+
+def current_app() -> AppContext:
+    """Return the state of the server run that handles the current request.
+
+    Raises LookupError outside a request.
+    """
+    return request_app.get()

@@ -5,6 +5,11 @@ and a token from `ConfirmationGuard.issue`. Only a second call that carries
 that token acts, after `ConfirmationGuard.redeem` accepts it. A token is bound
 to one action on one target, is single-use and expires after `ttl_seconds`.
 Tokens live in this process's memory, so a server restart invalidates them.
+
+The guard also records when a confirmation form was sent on the 2026-07-28
+protocol, where the person's response arrives in a later request, so that a
+response that comes after the form's timeout acts on nothing. Those records
+live in memory too, so a response that comes after a restart acts on nothing.
 """
 
 from __future__ import annotations
@@ -56,6 +61,7 @@ class ConfirmationGuard:
         self._ttl = ttl_seconds
         self._clock = clock
         self._grants: dict[str, _Grant] = {}
+        self._questions: dict[tuple[str, str], float] = {}
 
     @property
     def ttl_seconds(self) -> float:
@@ -103,6 +109,25 @@ class ConfirmationGuard:
                 hint=retry,
             )
         grant.used = True
+
+    def record_question(self, action: str, target: str) -> None:
+        """Note that a confirmation form for `action` on `target` was sent now."""
+        now = self._clock()
+        self._questions = {
+            key: asked for key, asked in self._questions.items() if now - asked <= _FORGET_AFTER_SECONDS
+        }
+        while len(self._questions) >= _MAX_TOKENS:
+            del self._questions[next(iter(self._questions))]
+        self._questions[(action, target)] = now
+
+    def take_question_age(self, action: str, target: str) -> float | None:
+        """Return the seconds since the form for `action` on `target` was sent, and forget it.
+
+        Returns None when no form was recorded, or a response already used it,
+        so each form counts for one response.
+        """
+        asked = self._questions.pop((action, target), None)
+        return None if asked is None else self._clock() - asked
 
     def _forget_old(self, now: float) -> None:
         stale = [t for t, g in self._grants.items() if now - g.expires_at > _FORGET_AFTER_SECONDS]

@@ -13,6 +13,7 @@ from ._errors import (
     PlatformTimeoutError,
     ResourceError,
 )
+from ._unloaded import UnloadedDeployments
 
 __all__ = [
     "APIError",
@@ -28,4 +29,5 @@ __all__ = [
     "PlatformTimeoutError",
     "ResourceError",
     "Timeouts",
+    "UnloadedDeployments",
 ]

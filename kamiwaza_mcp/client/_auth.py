@@ -31,8 +31,9 @@ class PasswordLoginAuth(httpx.Auth):
     """Log in at `POST {base}/auth/token` with a username and password, and renew once on a 401.
 
     The access token is kept in memory only. A 401 on a request means the token
-    expired or was revoked: the flow logs in again and resends the request once;
-    a second 401 is returned to the caller, which reports it as an AuthenticationError.
+    expired or was revoked: the flow logs in again and resends the request once.
+    A second 401, or a 401 right after the first login, is returned to the
+    caller, which reports it as an AuthenticationError.
     """
 
     requires_response_body = True
@@ -48,17 +49,21 @@ class PasswordLoginAuth(httpx.Auth):
         return f"PasswordLoginAuth(username={self._username!r}, password=[secure])"
 
     async def async_auth_flow(self, request: httpx.Request) -> AsyncGenerator[httpx.Request, httpx.Response]:
+        logged_in_now = False
         if self._token is None:
             async with self._lock:
                 if self._token is None:
-                    self._token = await self._log_in((yield self._login_request()))
+                    self._token = await self._log_in((yield self._login_request(request)))
+                    logged_in_now = True
         self._sign(request)
         response = yield request
-        if response.status_code != 401:
+        # A 401 right after a login means the account itself is rejected, so a
+        # second login would fail the same way.
+        if response.status_code != 401 or logged_in_now:
             return
 
         logger.info("Access token rejected with HTTP 401; logging in again")
-        self._token = await self._log_in((yield self._login_request()))
+        self._token = await self._log_in((yield self._login_request(request)))
         self._sign(request)
         yield request
 
@@ -66,9 +71,21 @@ class PasswordLoginAuth(httpx.Auth):
         if self._token is not None:
             request.headers["Authorization"] = f"Bearer {self._token}"
 
-    def _login_request(self) -> httpx.Request:
+    def _login_request(self, request: httpx.Request) -> httpx.Request:
+        """Build the login request, bounded by the same timeouts as `request`.
+
+        httpx sets timeouts only on the requests it builds itself, and without
+        them a login to a platform that never responds would wait forever.
+        """
         form = {"username": self._username, "password": self._password, "grant_type": "password"}
-        return httpx.Request("POST", self._token_url, data=form, headers={"Accept": "application/json"})
+        timeout = request.extensions.get("timeout")
+        return httpx.Request(
+            "POST",
+            self._token_url,
+            data=form,
+            headers={"Accept": "application/json"},
+            extensions={"timeout": timeout} if timeout is not None else None,
+        )
 
     async def _log_in(self, response: httpx.Response) -> str | None:
         """Return the access token from a login response, or None when the login failed.

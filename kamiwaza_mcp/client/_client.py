@@ -13,7 +13,7 @@ import re
 import ssl
 from collections.abc import Mapping
 from types import TracebackType
-from typing import Any, Self, TypeVar
+from typing import Any, ClassVar, Self, TypeVar
 from urllib.parse import urlsplit
 from uuid import UUID
 
@@ -21,7 +21,7 @@ import anyio
 import httpx
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
-from ._auth import BearerAuth
+from ._auth import BearerAuth, PasswordLoginAuth
 from ._errors import (
     APIError,
     AuthenticationError,
@@ -33,6 +33,7 @@ from ._errors import (
     PlatformTimeoutError,
     ResourceError,
 )
+from ._unloaded import UnloadedDeployments, load_by_deploying, unload_by_stopping
 from .models import (
     ChatCompletion,
     Completion,
@@ -56,10 +57,27 @@ _RETRY_STATUSES = frozenset({502, 503, 504})
 _LOAD_UNLOAD_EXTENSIONS = frozenset({"deployment_load", "deployment_unload"})
 _BACKOFF_BASE_SECONDS = 0.25
 _BACKOFF_CAP_SECONDS = 4.0
+# Maximum length of a platform detail quoted in an error message, because a 500 may carry a whole traceback.
+_MAX_DETAIL_CHARS = 500
 
 
 class Timeouts(BaseModel):
-    """Timeouts in seconds, by kind of operation."""
+    """Timeouts in seconds, by kind of operation.
+
+    `connect` bounds opening the connection, TLS handshake included. Each of the
+    others bounds every wait for data of a request of its kind, and together with
+    `connect` the whole request, up to the last byte of the response: `read` for
+    reads and other short calls, `deploy` for calls that start or stop replicas,
+    `generate` for text generation.
+    """
+
+    VARIABLES: ClassVar[dict[str, str]] = {
+        "connect": "KAMIWAZA_CONNECT_TIMEOUT",
+        "read": "KAMIWAZA_READ_TIMEOUT",
+        "deploy": "KAMIWAZA_DEPLOY_TIMEOUT",
+        "generate": "KAMIWAZA_GENERATE_TIMEOUT",
+    }
+    """The environment variable that sets each timeout."""
 
     connect: float = 5.0
     read: float = 30.0
@@ -72,6 +90,8 @@ class KamiwazaClient:
 
     Use it as an async context manager, or call `aclose()` when done. `transport`
     lets the embedded local platform be reached in-process (`httpx.ASGITransport`).
+    `unloaded` keeps the deployments unloaded on a platform without an unload
+    route; it defaults to a store in memory only.
     """
 
     def __init__(
@@ -84,13 +104,16 @@ class KamiwazaClient:
         timeouts: Timeouts | None = None,
         verify: bool | str | ssl.SSLContext = True,
         max_retries: int = 2,
+        unloaded: UnloadedDeployments | None = None,
     ) -> None:
         self._base_url = _normalize_base_url(base_url)
         self._timeouts = timeouts or Timeouts()
         self._max_retries = max_retries
         self._has_load_unload: bool | None = None
+        self._unloaded = unloaded if unloaded is not None else UnloadedDeployments()
         if auth is None and api_key:
             auth = BearerAuth(api_key)
+        self._auth_hints = _auth_hints(auth)
         self._http = httpx.AsyncClient(
             base_url=self._base_url + "/",
             headers={"Accept": "application/json", "User-Agent": "kamiwaza-mcp"},
@@ -164,10 +187,10 @@ class KamiwazaClient:
             if len(matches) == 1:
                 return matches[0]
             if len(matches) > 1:
-                candidates = ", ".join(f"{m.name} ({m.id})" for m in matches)
+                candidates = ", ".join(f"{m.repo_modelId or m.name} (id {m.id})" for m in matches)
                 raise InvalidRequestError(
                     f"model {reference!r} is ambiguous: {candidates}",
-                    hint="pass the model's id instead",
+                    hint="pass the repo id or the id of the model you mean",
                 )
         raise NotFoundError(
             f"no model {reference!r}",
@@ -175,15 +198,61 @@ class KamiwazaClient:
             hint="call list_models to see the models the platform has",
         )
 
-    async def default_config(self, model_id: str) -> ModelConfig:
-        """Return the model's default configuration, else its first one."""
+    async def select_config(self, model_id: str, config_id: str | None = None) -> ModelConfig:
+        """Return the model's configuration `config_id`, or when it is None the default one, else the first.
+
+        Raises NotFoundError, listing the model's configurations, when it has no `config_id`.
+        """
         configs = await self.list_model_configs(model_id)
         if not configs:
             raise DeploymentError(
                 f"model {model_id} has no deployment configuration",
                 hint="create a model configuration on the platform first",
             )
-        return next((c for c in configs if c.default), configs[0])
+        if config_id is None:
+            return next((c for c in configs if c.default), configs[0])
+
+        wanted = _uuid(config_id, "config")
+        for config in configs:
+            if _is_uuid(config.id) and UUID(config.id) == UUID(wanted):
+                return config
+        listed = ", ".join(
+            f"{c.name or 'unnamed'} ({c.id}{', default' if c.default else ''})" for c in configs
+        )
+        raise NotFoundError(
+            f"model {model_id} has no configuration {wanted}; its configurations: {listed}",
+            hint="pass one of the listed ids as config_id, or omit config_id for the default",
+        )
+
+    async def deployment_request(
+        self,
+        model: Model,
+        *,
+        config_id: str | None = None,
+        replicas: int = 1,
+        max_concurrent_requests: int | None = None,
+        engine_name: str | None = None,
+    ) -> CreateModelDeployment:
+        """Build the CreateModelDeployment that deploys `model` with the configuration `select_config` picks.
+
+        The estimate and the deploy tools both send the request built here, so an
+        estimate describes exactly the deployment that the same arguments create.
+        """
+        if model.id is None:
+            raise APIError(
+                f"the platform listed model {model.name!r} without an id",
+                hint="deploy it by its id from the platform's dashboard",
+            )
+        config = await self.select_config(model.id, config_id)
+        return CreateModelDeployment(
+            m_id=model.id,
+            m_config_id=config.id,
+            m_file_id=config.m_file_id,
+            min_copies=replicas,
+            starting_copies=replicas,
+            max_concurrent_requests=max_concurrent_requests,
+            engine_name=engine_name,
+        )
 
     # Serving
 
@@ -255,24 +324,32 @@ class KamiwazaClient:
     async def _reconcile_deploy(
         self, request: CreateModelDeployment, known: set[str], error: PlatformConnectionError
     ) -> str:
-        created = [
-            d
-            for d in await self.list_deployments(model_id=request.m_id)
-            if d.id not in known and d.m_config_id == request.m_config_id
-        ]
+        """Return the deployment an unanswered deploy request created, found by listing the model's deployments.
+
+        Raises DeploymentError when none or several are new, or when the listing fails too.
+        """
+        unanswered = f"no response arrived after the deploy request for model {request.m_id} was sent ({error.message})"
+        check = "call list_deployments before deploying again, so that no duplicate is created"
+        try:
+            listed = await self.list_deployments(model_id=request.m_id)
+        except KamiwazaError as exc:
+            raise DeploymentError(
+                f"{unanswered}, and listing the model's deployments to find it failed too ({exc.message})",
+                hint=check,
+            ) from error
+        # NOTE: this assumes the platform records a deployment before it responds to the deploy
+        # request, as the local platform does. That is unverified on a Kamiwaza cluster, and a
+        # record written later would be missed here and reported as none.
+        created = [d for d in listed if d.id not in known and d.m_config_id == request.m_config_id]
         if len(created) == 1:
             logger.warning(
-                "Deploy request failed after it was sent (%s); found the deployment it created: %s",
+                "Deploy request got no response (%s); found the deployment it created: %s",
                 error.kind,
                 created[0].id,
             )
             return created[0].id
         found = ", ".join(d.id for d in created) if created else "none"
-        raise DeploymentError(
-            f"the connection broke after the deploy request for model {request.m_id} was sent "
-            f"({error.message}); new deployments of this model: {found}",
-            hint="call list_deployments before deploying again, so that no duplicate is created",
-        ) from error
+        raise DeploymentError(f"{unanswered}; new deployments of this model: {found}", hint=check) from error
 
     async def list_deployments(self, model_id: str | None = None) -> list[Deployment]:
         params = {"model_id": _uuid(model_id, "model")} if model_id else None
@@ -313,34 +390,42 @@ class KamiwazaClient:
         """Return whether the platform has the deployment load and unload routes.
 
         Kamiwaza 1.2.0 has none; the embedded local platform lists them in the
-        `extensions` of its `GET /ping` body. The result is fetched once and cached.
+        `extensions` of its `GET /ping` body. A platform without `/ping` has none
+        either. The result is fetched once and cached.
         """
         if self._has_load_unload is None:
-            names = _extension_names(await self._request("GET", "ping"))
-            self._has_load_unload = _LOAD_UNLOAD_EXTENSIONS.issubset(names)
+            try:
+                body = await self._request("GET", "ping")
+            except NotFoundError:
+                body = None
+            self._has_load_unload = _LOAD_UNLOAD_EXTENSIONS.issubset(_extension_names(body))
         return self._has_load_unload
 
     async def unload_model(self, deployment_id: str) -> Deployment:
-        """Free the deployment's model from memory and keep the deployment (local platform route)."""
-        path = f"serving/deployment/{_uuid(deployment_id, 'deployment')}/unload"
-        await self._require_load_unload("unload_model")
+        """Free the deployment's model from memory.
+
+        With the platform's unload route (the local platform), the deployment
+        stays, as UNLOADED. Without it (Kamiwaza 1.2.0), the deployment is stopped
+        and its creation request kept, so that `load_model` can deploy it again.
+        """
+        target = _uuid(deployment_id, "deployment")
+        if not await self.supports_load_unload():
+            return await unload_by_stopping(self, self._unloaded, target)
+        path = f"serving/deployment/{target}/unload"
         return self._parse(Deployment, await self._request("POST", path, kind="deploy"), path)
 
     async def load_model(self, deployment_id: str) -> Deployment:
-        """Load an unloaded deployment's model back (local platform route)."""
-        path = f"serving/deployment/{_uuid(deployment_id, 'deployment')}/load"
-        await self._require_load_unload("load_model")
-        return self._parse(Deployment, await self._request("POST", path, kind="deploy"), path)
+        """Load an unloaded deployment's model back and return the deployment that serves it.
 
-    async def _require_load_unload(self, operation: str) -> None:
-        # TODO: without the routes, unload by stopping the deployment and load by deploying
-        # its stored request again, so the tools work on Kamiwaza 1.2.0 too.
+        With the platform's load route, that is the same deployment. Without it,
+        the kept creation request is deployed again, which creates a deployment
+        with a new id. A deployment that is already loaded is returned unchanged.
+        """
+        target = _uuid(deployment_id, "deployment")
         if not await self.supports_load_unload():
-            raise InvalidRequestError(
-                f"{operation} is not available: the platform at {self._base_url} has no deployment "
-                "load or unload route (Kamiwaza 1.2.0 has none)",
-                hint="call stop_deployment to free the memory, then deploy_model to serve the model again",
-            )
+            return await load_by_deploying(self, self._unloaded, target)
+        path = f"serving/deployment/{target}/load"
+        return self._parse(Deployment, await self._request("POST", path, kind="deploy"), path)
 
     # Runtime (OpenAI-compatible)
 
@@ -387,19 +472,20 @@ class KamiwazaClient:
 
         Retries only requests that are safe to repeat (GET by default, or
         `retry=True`), and only after a connection error or a 502/503/504.
+        Timeouts are not retried: each attempt already waited the full timeout,
+        and repeating it would keep the caller waiting a multiple of it.
         """
         if retry is None:
             retry = method == "GET"
-        timeout = httpx.Timeout(getattr(self._timeouts, kind), connect=self._timeouts.connect)
         attempts = 1 + (self._max_retries if retry else 0)
         for attempt in range(1, attempts + 1):
             if attempt > 1:
                 await anyio.sleep(_backoff_seconds(attempt))
             try:
-                response = await self._http.request(method, path, params=params, json=json, timeout=timeout)
+                response = await self._send(method, path, params=params, json=json, kind=kind)
             except httpx.HTTPError as exc:
-                error = _map_transport_error(exc, method, _request_path(exc, path))
-                if attempt < attempts:
+                error = _map_transport_error(exc, method, _request_path(exc, path), self._timeouts, kind)
+                if attempt < attempts and _is_retryable(exc):
                     logger.warning(
                         "Retrying %s %s after %s (attempt %d)", method, _path_of(path), error.kind, attempt
                     )
@@ -412,6 +498,24 @@ class KamiwazaClient:
                 return await self._request(method, path, params=params, json=json, kind=kind, retry=retry)
             return self._decode(response)
         raise AssertionError("unreachable: the loop returns or raises")
+
+    async def _send(
+        self, method: str, path: str, *, params: Mapping[str, str] | None, json: Any, kind: str
+    ) -> httpx.Response:
+        """Send one attempt, bounded as a whole by the connect timeout plus the timeout of `kind`.
+
+        httpx's read timeout bounds each read on its own, so a body that keeps
+        trickling in would never time out. The deadline also covers a login that
+        PasswordLoginAuth sends first. Past it, httpx.ReadTimeout is raised.
+        """
+        seconds = getattr(self._timeouts, kind)
+        timeout = httpx.Timeout(seconds, connect=self._timeouts.connect)
+        request = self._http.build_request(method, path, params=params, json=json, timeout=timeout)
+        with anyio.move_on_after(self._timeouts.connect + seconds):
+            return await self._http.send(request)
+        raise httpx.ReadTimeout(
+            f"no complete response within {self._timeouts.connect + seconds:g} s", request=request
+        )
 
     async def _adopt_api_suffix(self) -> bool:
         """Append `/api` to a base URL that serves the web dashboard, when `/api/ping` answers JSON.
@@ -438,7 +542,7 @@ class KamiwazaClient:
         request = response.request
         path = request.url.path
         if response.is_error:
-            raise _map_status_error(response)
+            raise _map_status_error(response, self._auth_hints)
         if response.status_code == 204 or not response.content:
             return None
         content_type = response.headers.get("content-type", "")
@@ -507,14 +611,15 @@ def _uuid(value: str, what: str) -> str:
     """Check that `value` is a UUID before it is put into a URL path."""
     value = value.strip()
     if not _is_uuid(value):
-        listing = {
-            "model": "list_models",
-            "deployment": "list_deployments",
-            "instance": "list_model_instances",
+        hints = {
+            "model": "call list_models to find the id",
+            "deployment": "call list_deployments to find the id",
+            "instance": "call list_model_instances to find the id",
+            "config": "omit config_id to use the model's default configuration",
         }
         raise InvalidRequestError(
             f"invalid {what} id {value!r}: expected a UUID",
-            hint=f"call {listing.get(what, 'the list tool')} to find the id",
+            hint=hints.get(what, "call the matching list tool to find the id"),
         )
     return value
 
@@ -554,19 +659,74 @@ def _detail_of(response: httpx.Response) -> Any:
     return body
 
 
-def _map_status_error(response: httpx.Response) -> APIError:
+def _detail_text(detail: Any) -> str:
+    """Render a platform detail for a message; a validation detail becomes `body.m_id: Field required`."""
+    if (
+        isinstance(detail, list)
+        and detail
+        and all(isinstance(item, dict) and "msg" in item for item in detail)
+    ):
+        parts = []
+        for item in detail:
+            location = item.get("loc")
+            where = ".".join(str(part) for part in location) if isinstance(location, list) else ""
+            parts.append(f"{where}: {item['msg']}" if where else str(item["msg"]))
+        text = "; ".join(parts)
+    else:
+        text = str(detail)
+    if len(text) > _MAX_DETAIL_CHARS:
+        return text[:_MAX_DETAIL_CHARS] + "…"
+    return text
+
+
+def _redacted(text: str, request: httpx.Request) -> str:
+    """Return `text` with the request's bearer token replaced, for a platform that echoes it in a detail."""
+    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not token:
+        return text
+    return text.replace(token, "[secure]")
+
+
+def _auth_hints(auth: httpx.Auth | None) -> dict[int, str]:
+    """Return the next step after a 401 and after a 403, naming the variables behind `auth`."""
+    if isinstance(auth, PasswordLoginAuth):
+        return {
+            401: "check KAMIWAZA_USERNAME and KAMIWAZA_PASSWORD: the platform rejected the login or its token",
+            403: "the user in KAMIWAZA_USERNAME lacks access to this route; use an account that has it",
+        }
+    if isinstance(auth, BearerAuth):
+        return {
+            401: "set KAMIWAZA_API_KEY (or KAMIWAZA_API_TOKEN) to a valid, unexpired token",
+            403: "the token in KAMIWAZA_API_KEY lacks access to this route; use a token of an account that has it",
+        }
+    if auth is None:
+        login = (
+            "the platform requires a login: set KAMIWAZA_API_KEY, or KAMIWAZA_USERNAME and KAMIWAZA_PASSWORD"
+        )
+        return {401: login, 403: login}
+    return {
+        401: "the platform rejected the client's credentials; check them",
+        403: "the client's credentials lack access to this route",
+    }
+
+
+def _map_status_error(response: httpx.Response, auth_hints: Mapping[int, str]) -> APIError:
     """Translate an HTTP error status into the client's exception tree."""
     method, path, status = response.request.method, response.request.url.path, response.status_code
     detail = _detail_of(response)
     text = f"{method} {path} failed with HTTP {status}"
     if detail:
-        text += f": {detail}"
+        text += f": {_redacted(_detail_text(detail), response.request)}"
     common: dict[str, Any] = {"status_code": status, "detail": detail, "method": method, "path": path}
 
     if status in (401, 403):
-        return AuthenticationError(
-            text,
-            hint="set KAMIWAZA_API_KEY to a valid token with access to this route",
+        return AuthenticationError(text, hint=auth_hints[status], **common)
+    if status == 404 and _is_html(response):
+        # The API reports a missing object with a JSON detail. An HTML page comes from
+        # a web server or proxy in front of it, so the path is not an API route there.
+        return APIError(
+            f"{text} (an HTML page, not the API's JSON)",
+            hint="check that KAMIWAZA_BASE_URL is the platform's API base URL, ending in /api",
             **common,
         )
     if status == 404 or (status == 500 and isinstance(detail, str) and _NOT_FOUND_DETAIL.search(detail)):
@@ -592,30 +752,60 @@ def _listing_hint(path: str) -> str:
     return "check the id and call the matching list tool"
 
 
-def _map_transport_error(exc: httpx.HTTPError, method: str, path: str) -> KamiwazaError:
+def _is_tls_failure(exc: BaseException) -> bool:
+    """Return whether `exc`, or an exception it was raised from, is a TLS error."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, ssl.SSLError) or "CERTIFICATE_VERIFY_FAILED" in str(seen):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
+def _is_retryable(exc: httpx.HTTPError) -> bool:
+    """Return whether a safe request may be sent again after `exc`.
+
+    Connection failures and connections that broke are retried. Timeouts are
+    not (see `_request`), nor TLS failures, which fail the same way again.
+    """
+    if not isinstance(exc, httpx.NetworkError | httpx.RemoteProtocolError):
+        return False
+    return not _is_tls_failure(exc)
+
+
+def _map_transport_error(
+    exc: httpx.HTTPError, method: str, path: str, timeouts: Timeouts, kind: str
+) -> KamiwazaError:
     """Translate an httpx exception; the message names the path, never a header."""
     where = f"{method} {_path_of(path)}"
-    if isinstance(exc, httpx.TimeoutException):
-        phase = "connect" if isinstance(exc, httpx.ConnectTimeout | httpx.PoolTimeout) else "read"
+    if isinstance(exc, httpx.ConnectTimeout | httpx.PoolTimeout):
         return PlatformTimeoutError(
-            f"{where} timed out ({phase})",
-            hint="the platform is slow or unreachable; retry, or raise the timeout",
-            request_sent=phase == "read",
+            f"{where} timed out connecting (connect timeout {timeouts.connect:g} s)",
+            hint=f"check that the platform is reachable, or raise {Timeouts.VARIABLES['connect']}",
+            request_sent=False,
+        )
+    if isinstance(exc, httpx.TimeoutException):
+        return PlatformTimeoutError(
+            f"{where} timed out waiting for the response ({kind} timeout {getattr(timeouts, kind):g} s)",
+            hint=f"the platform is slow or stuck; retry, or raise {Timeouts.VARIABLES[kind]}",
+        )
+    text = str(exc) or type(exc).__name__
+    cause = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+    if isinstance(exc, httpx.ConnectError) and _is_tls_failure(exc):
+        return PlatformConnectionError(
+            f"{where} failed the TLS handshake: {text}",
+            request_sent=False,
+            hint="give the CA bundle in KAMIWAZA_CA_BUNDLE, or set KAMIWAZA_VERIFY_SSL=false for a test cluster",
         )
     if isinstance(exc, httpx.ConnectError):
-        text = str(exc)
-        if "CERTIFICATE" in text.upper() or "SSL" in text.upper():
-            return PlatformConnectionError(
-                f"{where} failed the TLS handshake: {text}",
-                request_sent=False,
-                hint="give the CA bundle in KAMIWAZA_CA_BUNDLE, or set KAMIWAZA_VERIFY_SSL=false for a test cluster",
-            )
         return PlatformConnectionError(
-            f"{where} could not connect: {text or type(exc).__name__}",
+            f"{where} could not connect: {text}",
             request_sent=False,
             hint="check KAMIWAZA_BASE_URL and that the platform is running",
         )
-    return PlatformConnectionError(
-        f"{where} failed: {type(exc).__name__}: {exc}",
-        hint="the connection broke; check the platform, then retry",
-    )
+    if isinstance(exc, httpx.NetworkError | httpx.ProtocolError):
+        return PlatformConnectionError(
+            f"{where} failed: the connection broke before the response was complete ({cause})",
+            hint="check the platform, then retry",
+        )
+    return PlatformConnectionError(f"{where} failed: {cause}", hint="check the platform, then retry")

@@ -21,7 +21,9 @@ class SchemaError(ValueError):
     """A tool schema cannot be made portable."""
 
 
-def portable_schema(schema: dict[str, Any], *, for_input: bool) -> dict[str, Any]:
+def portable_schema(
+    schema: dict[str, Any], *, for_input: bool, keep_descriptions: bool = True
+) -> dict[str, Any]:
     """Return a copy of `schema` with local references inlined and optional values simplified.
 
     For an input schema (`for_input=True`) an optional argument becomes its
@@ -29,9 +31,13 @@ def portable_schema(schema: dict[str, Any], *, for_input: bool) -> dict[str, Any
     omit it, and the top level gets `additionalProperties: false` because the
     tools reject undeclared arguments. In an output schema an optional field
     stays nullable, as `type: [X, "null"]`, because results carry the null.
+    Without `keep_descriptions`, every `description` keyword is dropped, and
+    so are `additionalProperties: true` and `default: null`.
     """
     definitions = schema.get("$defs", {})
     result: dict[str, Any] = _rewrite(copy.deepcopy(schema), definitions, seen=(), nullable=not for_input)
+    if not keep_descriptions:
+        result = _without_descriptions(result)
     result.pop("$defs", None)
     if for_input:
         result["additionalProperties"] = False
@@ -67,6 +73,30 @@ def _rewrite(node: Any, definitions: dict[str, Any], seen: tuple[str, ...], null
         else:
             rewritten[key] = _rewrite(value, definitions, seen, nullable)
     return _collapse_optional(rewritten, nullable)
+
+
+def _without_descriptions(node: Any) -> Any:
+    """Drop `description` keywords, and the keywords that only restate JSON Schema's defaults.
+
+    Those are `additionalProperties: true` and `default: null`, which
+    pydantic adds and which tell nothing about a result.
+    """
+    if isinstance(node, list):
+        return [_without_descriptions(item) for item in node]
+    if not isinstance(node, dict):
+        return node
+    kept: dict[str, Any] = {}
+    for key, value in node.items():
+        if key == "description" and isinstance(value, str):
+            continue
+        if (key, value) in (("additionalProperties", True), ("default", None)):
+            continue
+        if key == "properties":
+            # Here the keys are property names, so a property named "description" stays.
+            kept[key] = {name: _without_descriptions(sub) for name, sub in value.items()}
+        else:
+            kept[key] = _without_descriptions(value)
+    return kept
 
 
 def _collapse_optional(node: dict[str, Any], nullable: bool) -> dict[str, Any]:

@@ -56,7 +56,7 @@ async def start_ray(
 ) -> Annotated[CallToolResult, RayStartResult]:
     """Start the Ray cluster the platform schedules deployments on, or join the one at `address`.
 
-    Calling it when Ray already runs changes nothing. Check the result with get_status.
+    When Ray already runs, nothing changes; get_status shows the cluster.
     """
     body = await app_of(ctx).client.start_ray(address)
     status = body.get("status")

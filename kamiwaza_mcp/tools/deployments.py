@@ -2,37 +2,65 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+import json
+from typing import Annotated, Any
 
+from mcp.server.mcpserver.resolve import Elicit, ElicitationResult, Resolve
 from mcp_types import CallToolResult
 from pydantic import BaseModel, Field
 
-from ..client import KamiwazaError
-from ..client.models import CreateModelDeployment, DeploymentStatus
+from ..client import KamiwazaClient, KamiwazaError
+from ..client.models import Deployment, DeploymentStatus
 from ._common import (
+    DEFAULT_PAGE_SIZE,
+    ConfigId,
     ConfirmationToken,
+    Cursor,
     DeploymentId,
+    Limit,
     MaxConcurrentRequests,
     ModelReference,
     Replicas,
+    ResponseFormat,
     ToolContext,
     WaitTimeoutSeconds,
     app_of,
     canonical_uuid,
+    progress_reporter,
     structured,
     tool,
     wait_for_terminal_status,
+    wait_seconds,
 )
-from ._confirm import ConfirmationResult, DestructiveAction, confirm_or_preview
-from ._views import DeploymentView, deployment_line, deployment_view
+from ._confirm import (
+    ConfirmationForm,
+    ConfirmationResult,
+    DestructiveAction,
+    FormOutcome,
+    ask_person,
+    run_destructive,
+)
+from ._paging import page_text, paginate
+from ._views import (
+    DeploymentEntry,
+    DeploymentSummary,
+    DeploymentView,
+    deployment_entry,
+    deployment_line,
+    deployment_summary,
+    deployment_view,
+    entry_line,
+)
 
-__all__ = ["TOOLS"]
+__all__ = ["STOP", "TOOLS", "deployment_sort_key", "progress_text"]
 
 
 class DeploymentList(BaseModel):
-    """Deployments on the platform."""
+    """One page of the deployments, oldest first."""
 
-    deployments: list[DeploymentView] = Field(description="deployments, in the platform's order")
+    deployments: list[DeploymentEntry] = Field(description="deployments of this page")
+    total: int = Field(description="deployments that match, on all pages")
+    next_cursor: str | None = Field(description="cursor of the next page; null on the last page")
 
 
 class DeploymentStatusView(BaseModel):
@@ -42,6 +70,21 @@ class DeploymentStatusView(BaseModel):
     status: str = Field(description="REQUESTED, DEPLOYING, DEPLOYED, UNLOADED, STOPPED or FAILED")
     ready: bool = Field(description="whether the deployment is DEPLOYED and can generate")
     terminal: bool = Field(description="whether the status will stay as it is without a new request")
+
+
+STOP = DestructiveAction(
+    name="stop_deployment",
+    verb="Stop",
+    effect="end every replica and free its memory, for good",
+    settled_statuses=frozenset({DeploymentStatus.STOPPED}),
+    run=KamiwazaClient.stop_deployment,
+)
+
+
+async def _ask_before_stop(
+    ctx: ToolContext, deployment_id: str, confirmation_token: str | None
+) -> Elicit[ConfirmationForm] | FormOutcome:
+    return await ask_person(ctx, STOP, deployment_id, confirmation_token)
 
 
 @tool("Deploy model", read_only=False, destructive=False, idempotent=False)
@@ -59,24 +102,24 @@ async def deploy_model(
         ),
     ] = None,
     wait: Annotated[bool, Field(description="wait until the deployment is DEPLOYED or FAILED")] = True,
-    wait_timeout_seconds: WaitTimeoutSeconds = 60,
-) -> Annotated[CallToolResult, DeploymentView]:
-    """Deploy `model` with the model's default configuration and return the new deployment.
+    wait_timeout_seconds: WaitTimeoutSeconds = None,
+    config_id: ConfigId = None,
+) -> Annotated[CallToolResult, DeploymentSummary]:
+    """Create a new deployment of a model (check the fit with estimate_model_vram first).
 
-    Each call creates a new deployment. Check the fit first with estimate_model_vram.
-    With wait=true the call returns once the deployment is DEPLOYED or FAILED, or
-    when wait_timeout_seconds pass; then poll get_deployment_status.
+    Waits until it is DEPLOYED or FAILED, sending the status as progress, and returns the deployment.
     """
     app = app_of(ctx)
+    app.policy.check_replicas(replicas)
     found = await app.client.resolve_model(model)
-    model_id = found.id or model
-    config = await app.client.default_config(model_id)
-    request = CreateModelDeployment(
-        m_id=model_id,
-        m_config_id=config.id,
-        m_file_id=config.m_file_id,
-        min_copies=replicas,
-        starting_copies=replicas,
+    app.policy.check_model_allowed(found)
+    if app.policy.max_deployments is not None:
+        # NOTE: two deploy calls at the same moment can both pass this count.
+        app.policy.check_deployment_count(await app.client.list_deployments())
+    request = await app.client.deployment_request(
+        found,
+        config_id=config_id,
+        replicas=replicas,
         max_concurrent_requests=max_concurrent_requests,
         engine_name=engine,
     )
@@ -84,10 +127,11 @@ async def deploy_model(
     # `engine` is omitted. The local platform reads that as "choose"; whether a
     # Kamiwaza release does the same when engine_name is null is unverified.
     deployment_id = await app.client.deploy_model(request)
+    timeout = wait_seconds(app, wait_timeout_seconds)
     try:
         if wait:
             deployment = await wait_for_terminal_status(
-                app.client, deployment_id, wait_timeout_seconds, app.poll_interval_seconds
+                app.client, deployment_id, timeout, app.poll_interval_seconds, progress_reporter(ctx)
             )
         else:
             deployment = await app.client.get_deployment(deployment_id)
@@ -96,8 +140,8 @@ async def deploy_model(
         created = f"deployment {deployment_id} was created; check it with get_deployment_status"
         exc.hint = f"{created}, and {exc.hint}" if exc.hint else created
         raise
-    view = deployment_view(app.client, deployment)
-    return structured(_progress_text(view, waited=wait, timeout=wait_timeout_seconds), view)
+    summary = deployment_summary(app.client, deployment)
+    return structured(progress_text(summary, waited=wait, timeout=timeout), summary)
 
 
 @tool("List deployments", read_only=True)
@@ -109,31 +153,56 @@ async def list_deployments(
             min_length=1, max_length=512, description="model UUID, name or repo id to filter by; omit for all"
         ),
     ] = None,
+    limit: Limit = DEFAULT_PAGE_SIZE,
+    cursor: Cursor = None,
+    response_format: ResponseFormat = "concise",
 ) -> Annotated[CallToolResult, DeploymentList]:
-    """List deployments with their status, replicas and endpoint, optionally only those of one model."""
-    client = app_of(ctx).client
+    """List deployments, oldest first, with status, replicas up and id; optionally of one model only."""
+    app = app_of(ctx)
     model_id = None
     if model is not None:
-        model_id = (await client.resolve_model(model)).id or model
-    deployments = await client.list_deployments(model_id)
-    view = DeploymentList(deployments=[deployment_view(client, d) for d in deployments])
-    if not view.deployments:
-        return structured("No deployments. Create one with deploy_model.", view)
-    lines = [f"{len(view.deployments)} deployment(s):"] + [
-        f"- {deployment_line(d)}" for d in view.deployments
+        model_id = (await app.client.resolve_model(model)).id or model
+    detailed = response_format == "detailed"
+    pairs = [
+        (deployment, deployment_entry(app.client, deployment, detailed=detailed))
+        for deployment in await app.client.list_deployments(model_id)
     ]
-    return structured("\n".join(lines), view)
+
+    page = paginate(
+        pairs,
+        tool="list_deployments",
+        key=lambda pair: deployment_sort_key(pair[0]),
+        limit=limit,
+        cursor=cursor,
+        size_of=lambda pair: max(len(_entry_text(pair[1])), len(pair[1].model_dump_json(exclude_unset=True))),
+        max_tokens=app.policy.max_response_tokens,
+    )
+    entries = [entry for _deployment, entry in page.items]
+    view = DeploymentList(deployments=entries, total=page.total, next_cursor=page.next_cursor)
+    if page.total == 0:
+        return structured("No deployments. Create one with deploy_model.", view)
+    text = page_text(
+        page,
+        noun="deployments",
+        lines=[_entry_text(entry) for entry in entries],
+        max_tokens=app.policy.max_response_tokens,
+        narrowing="filter with model, or pass response_format concise",
+    )
+    return structured(text, view)
 
 
 @tool("Get deployment", read_only=True)
 async def get_deployment(
-    ctx: ToolContext, deployment_id: DeploymentId
+    ctx: ToolContext, deployment_id: DeploymentId, response_format: ResponseFormat = "concise"
 ) -> Annotated[CallToolResult, DeploymentView]:
     """Return one deployment with its replicas, endpoint URL and last error."""
     client = app_of(ctx).client
     deployment = await client.get_deployment(canonical_uuid(deployment_id, "deployment", "list_deployments"))
-    view = deployment_view(client, deployment)
-    return structured(f"{deployment_line(view)}; endpoint {view.endpoint_url}", view)
+    view = deployment_view(client, deployment, detailed=response_format == "detailed")
+    text = f"{deployment_line(view)}; endpoint {view.endpoint_url}"
+    if view.platform is not None:
+        text += "\n" + _fields_text(view.platform)
+    return structured(text, view)
 
 
 @tool("Get deployment status", read_only=True)
@@ -162,25 +231,19 @@ async def stop_deployment(
     ctx: ToolContext,
     deployment_id: DeploymentId,
     confirmation_token: ConfirmationToken = None,
+    *,
+    confirmation: Annotated[ElicitationResult[Any], Resolve(_ask_before_stop)],
 ) -> Annotated[CallToolResult, ConfirmationResult]:
-    """Stop a deployment: end all its replicas and free their memory. It cannot be restarted.
+    """End all replicas of a deployment for good (unload_model keeps the deployment); the person must confirm.
 
-    Call it first without confirmation_token: nothing stops, and the result shows
-    what would stop and carries a token valid for 5 minutes. Call it again with
-    that token to stop. To free memory but keep the deployment, use unload_model.
+    They confirm in a form when the client supports one, otherwise with the token of a preview call.
     """
-    app = app_of(ctx)
-    action = DestructiveAction(
-        name="stop_deployment",
-        effect="end every replica and free its memory, for good",
-        settled_statuses=frozenset({DeploymentStatus.STOPPED}),
-        run=app.client.stop_deployment,
-    )
-    return await confirm_or_preview(app, action, deployment_id, confirmation_token)
+    return await run_destructive(ctx, STOP, deployment_id, confirmation_token, confirmation)
 
 
-def _progress_text(view: DeploymentView, *, waited: bool, timeout: float) -> str:
-    text = f"Deployment {deployment_line(view)}; endpoint {view.endpoint_url}"
+def progress_text(view: DeploymentSummary, *, waited: bool, timeout: float) -> str:
+    """Return the text result of a deploy or load call: the deployment, and the next step if any."""
+    text = f"Deployment {entry_line(view)}; endpoint {view.endpoint_url}"
     if view.status in DeploymentStatus.PENDING:
         if waited:
             text += f". Still {view.status} after {timeout:g} s"
@@ -188,6 +251,29 @@ def _progress_text(view: DeploymentView, *, waited: bool, timeout: float) -> str
     elif view.status in DeploymentStatus.FAILURES:
         text += "; check the error above and the fit with estimate_model_vram"
     return text
+
+
+def deployment_sort_key(deployment: Deployment) -> tuple[str, str]:
+    """Return the key of the stable order of deployments: creation time, then id."""
+    return (deployment.created_at, deployment.id)
+
+
+def _entry_text(entry: DeploymentEntry) -> str:
+    line = entry_line(entry)
+    if entry.platform is not None:
+        line += f"; endpoint {entry.endpoint_url}; engine {entry.engine}; created {entry.created_at}"
+        for instance in entry.instances or []:
+            line += f"\n  - replica {instance.id} {instance.status} at {instance.host}:{instance.port}"
+    return line
+
+
+def _fields_text(fields: dict[str, Any]) -> str:
+    """Return one `name: value` line per field the platform returned, in its order."""
+    lines = []
+    for name, value in fields.items():
+        shown = value if isinstance(value, str | int | float | bool) or value is None else json.dumps(value)
+        lines.append(f"{name}: {shown}")
+    return "\n".join(lines)
 
 
 TOOLS = (deploy_model, list_deployments, get_deployment, get_deployment_status, stop_deployment)

@@ -7,16 +7,29 @@ from typing import Annotated
 from mcp_types import CallToolResult
 from pydantic import BaseModel, Field
 
-from ._common import ToolContext, app_of, canonical_uuid, structured, tool
-from ._views import InstanceView, instance_view
+from ._common import (
+    DEFAULT_PAGE_SIZE,
+    Cursor,
+    Limit,
+    ResponseFormat,
+    ToolContext,
+    app_of,
+    canonical_uuid,
+    structured,
+    tool,
+)
+from ._paging import page_text, paginate
+from ._views import InstanceEntry, InstanceView, instance_entry, instance_view
 
 __all__ = ["TOOLS"]
 
 
 class InstanceList(BaseModel):
-    """Replicas of deployments."""
+    """One page of replicas, by deployment."""
 
-    instances: list[InstanceView] = Field(description="instances, in the platform's order")
+    instances: list[InstanceEntry] = Field(description="instances of this page")
+    total: int = Field(description="instances that match, on all pages")
+    next_cursor: str | None = Field(description="cursor of the next page; null on the last page")
 
 
 class InstanceHealth(BaseModel):
@@ -38,9 +51,11 @@ class DeploymentHealth(BaseModel):
 
 
 class HealthReport(BaseModel):
-    """Health of deployments."""
+    """Health of one page of deployments, by deployment id."""
 
     deployments: list[DeploymentHealth] = Field(description="one entry per deployment")
+    total: int = Field(description="deployments that match, on all pages")
+    next_cursor: str | None = Field(description="cursor of the next page; null on the last page")
 
 
 OptionalDeploymentId = Annotated[
@@ -51,18 +66,39 @@ OptionalDeploymentId = Annotated[
 
 @tool("List model instances", read_only=True)
 async def list_model_instances(
-    ctx: ToolContext, deployment_id: OptionalDeploymentId = None
+    ctx: ToolContext,
+    deployment_id: OptionalDeploymentId = None,
+    limit: Limit = DEFAULT_PAGE_SIZE,
+    cursor: Cursor = None,
+    response_format: ResponseFormat = "concise",
 ) -> Annotated[CallToolResult, InstanceList]:
     """List replicas with their status, host, port and process id, optionally of one deployment."""
+    app = app_of(ctx)
     target = (
         None if deployment_id is None else canonical_uuid(deployment_id, "deployment", "list_deployments")
     )
-    instances = await app_of(ctx).client.list_model_instances(target)
-    view = InstanceList(instances=[instance_view(instance) for instance in instances])
-    if not view.instances:
-        return structured("No model instances.", view)
-    lines = [f"{len(view.instances)} instance(s):"] + [f"- {_instance_line(i)}" for i in view.instances]
-    return structured("\n".join(lines), view)
+    detailed = response_format == "detailed"
+    views = [instance_entry(i, detailed=detailed) for i in await app.client.list_model_instances(target)]
+    page = paginate(
+        views,
+        tool="list_model_instances",
+        key=lambda view: (view.deployment_id, view.id),
+        limit=limit,
+        cursor=cursor,
+        size_of=lambda view: max(len(_instance_line(view)), len(view.model_dump_json(exclude_unset=True))),
+        max_tokens=app.policy.max_response_tokens,
+    )
+    result = InstanceList(instances=page.items, total=page.total, next_cursor=page.next_cursor)
+    if page.total == 0:
+        return structured("No model instances.", result)
+    text = page_text(
+        page,
+        noun="instances",
+        lines=[_instance_line(view) for view in page.items],
+        max_tokens=app.policy.max_response_tokens,
+        narrowing="filter with deployment_id",
+    )
+    return structured(text, result)
 
 
 @tool("Get model instance", read_only=True)
@@ -81,30 +117,49 @@ async def get_model_instance(
 
 @tool("Get health", read_only=True)
 async def get_health(
-    ctx: ToolContext, deployment_id: OptionalDeploymentId = None
+    ctx: ToolContext,
+    deployment_id: OptionalDeploymentId = None,
+    limit: Limit = DEFAULT_PAGE_SIZE,
+    cursor: Cursor = None,
 ) -> Annotated[CallToolResult, HealthReport]:
-    """Report the health of each deployment and of each of its replicas, or of one deployment."""
-    client = app_of(ctx).client
+    """Report how many replicas of each deployment are healthy, or of one deployment."""
+    app = app_of(ctx)
     target = (
         None if deployment_id is None else canonical_uuid(deployment_id, "deployment", "list_deployments")
     )
-    rows = await client.get_health()
-    report = _group_health(rows, only=target)
-    if target is not None and not report.deployments:
+    entries = _group_health(await app.client.get_health(), only=target)
+    if target is not None and not entries:
         # The platform lists no row for this id: get_deployment raises NotFoundError
         # for an unknown id, and otherwise the deployment has no replica to report.
-        deployment = await client.get_deployment(target)
-        report.deployments.append(
+        deployment = await app.client.get_deployment(target)
+        entries.append(
             DeploymentHealth(
                 deployment_id=target, model_name=deployment.m_name, status=deployment.status, instances=[]
             )
         )
-    if not report.deployments:
+    page = paginate(
+        entries,
+        tool="get_health",
+        key=lambda entry: (entry.deployment_id,),
+        limit=limit,
+        cursor=cursor,
+        size_of=lambda entry: max(len(_health_line(entry)), len(entry.model_dump_json())),
+        max_tokens=app.policy.max_response_tokens,
+    )
+    report = HealthReport(deployments=page.items, total=page.total, next_cursor=page.next_cursor)
+    if page.total == 0:
         return structured("No deployments.", report)
-    return structured("\n".join(_health_line(d) for d in report.deployments), report)
+    text = page_text(
+        page,
+        noun="deployments",
+        lines=[_health_line(entry) for entry in page.items],
+        max_tokens=app.policy.max_response_tokens,
+        narrowing="pass deployment_id",
+    )
+    return structured(text, report)
 
 
-def _group_health(rows: list[dict[str, str]], only: str | None) -> HealthReport:
+def _group_health(rows: list[dict[str, str]], only: str | None) -> list[DeploymentHealth]:
     by_deployment: dict[str, DeploymentHealth] = {}
     for row in rows:
         deployment_id = row.get("deployment_id", "")
@@ -128,7 +183,7 @@ def _group_health(rows: list[dict[str, str]], only: str | None) -> HealthReport:
                     detail=row.get("detail"),
                 )
             )
-    return HealthReport(deployments=list(by_deployment.values()))
+    return list(by_deployment.values())
 
 
 def _instance_line(view: InstanceView) -> str:

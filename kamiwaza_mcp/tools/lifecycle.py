@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
+from mcp.server.mcpserver.resolve import Elicit, ElicitationResult, Resolve
 from mcp_types import CallToolResult
 from pydantic import Field
 
+from ..client import KamiwazaClient
 from ..client.models import DeploymentStatus
 from ._common import (
     ConfirmationToken,
@@ -15,14 +17,38 @@ from ._common import (
     WaitTimeoutSeconds,
     app_of,
     canonical_uuid,
+    progress_reporter,
     structured,
     tool,
     wait_for_terminal_status,
+    wait_seconds,
 )
-from ._confirm import ConfirmationResult, DestructiveAction, confirm_or_preview
-from ._views import DeploymentView, deployment_line, deployment_view
+from ._confirm import (
+    ConfirmationForm,
+    ConfirmationResult,
+    DestructiveAction,
+    FormOutcome,
+    ask_person,
+    run_destructive,
+)
+from ._views import DeploymentSummary, deployment_summary
+from .deployments import progress_text
 
-__all__ = ["TOOLS"]
+__all__ = ["TOOLS", "UNLOAD"]
+
+UNLOAD = DestructiveAction(
+    name="unload_model",
+    verb="Unload",
+    effect="end every replica and free the model's memory until load_model",
+    settled_statuses=frozenset({DeploymentStatus.UNLOADED, DeploymentStatus.STOPPED}),
+    run=KamiwazaClient.unload_model,
+)
+
+
+async def _ask_before_unload(
+    ctx: ToolContext, deployment_id: str, confirmation_token: str | None
+) -> Elicit[ConfirmationForm] | FormOutcome:
+    return await ask_person(ctx, UNLOAD, deployment_id, confirmation_token)
 
 
 @tool("Unload model", read_only=False, destructive=True, idempotent=True)
@@ -30,22 +56,15 @@ async def unload_model(
     ctx: ToolContext,
     deployment_id: DeploymentId,
     confirmation_token: ConfirmationToken = None,
+    *,
+    confirmation: Annotated[ElicitationResult[Any], Resolve(_ask_before_unload)],
 ) -> Annotated[CallToolResult, ConfirmationResult]:
-    """Free a deployment's model from memory by ending its replicas; the deployment stays, as UNLOADED.
+    """Free a deployment's memory but keep it, as UNLOADED, until load_model; the person must confirm.
 
-    Requests to it fail until load_model brings it back. Call it first without
-    confirmation_token: nothing changes, and the result shows what would be
-    unloaded and carries a token valid for 5 minutes. Call it again with that
-    token to unload.
+    They confirm in a form when the client supports one, otherwise with the token of a preview call.
+    On Kamiwaza 1.2.0, which has no unload route, it stops the deployment, and load_model redeploys it under a new id.
     """
-    app = app_of(ctx)
-    action = DestructiveAction(
-        name="unload_model",
-        effect="end every replica and free the model's memory until load_model",
-        settled_statuses=frozenset({DeploymentStatus.UNLOADED, DeploymentStatus.STOPPED}),
-        run=app.client.unload_model,
-    )
-    return await confirm_or_preview(app, action, deployment_id, confirmation_token)
+    return await run_destructive(ctx, UNLOAD, deployment_id, confirmation_token, confirmation)
 
 
 @tool("Load model", read_only=False, destructive=False, idempotent=True)
@@ -53,25 +72,28 @@ async def load_model(
     ctx: ToolContext,
     deployment_id: DeploymentId,
     wait: Annotated[bool, Field(description="wait until the deployment is DEPLOYED or FAILED")] = True,
-    wait_timeout_seconds: WaitTimeoutSeconds = 60,
-) -> Annotated[CallToolResult, DeploymentView]:
-    """Load an UNLOADED deployment's model back into memory, under the same deployment id.
+    wait_timeout_seconds: WaitTimeoutSeconds = None,
+) -> Annotated[CallToolResult, DeploymentSummary]:
+    """Load an UNLOADED deployment back; a DEPLOYED or DEPLOYING one is left as it is.
 
-    Calling it on a deployment that is DEPLOYED or DEPLOYING changes nothing.
-    With wait=true the call returns once the deployment is DEPLOYED or FAILED,
-    or when wait_timeout_seconds pass; then poll get_deployment_status.
+    Waits until it is DEPLOYED or FAILED, sending the status as progress, and returns the deployment.
+    On Kamiwaza 1.2.0, which has no load route, it deploys it again under a new id, which the result names.
     """
     app = app_of(ctx)
     target = canonical_uuid(deployment_id, "deployment", "list_deployments")
     deployment = await app.client.load_model(target)
+    timeout = wait_seconds(app, wait_timeout_seconds)
     if wait:
         deployment = await wait_for_terminal_status(
-            app.client, target, wait_timeout_seconds, app.poll_interval_seconds
+            app.client, deployment.id, timeout, app.poll_interval_seconds, progress_reporter(ctx)
         )
-    view = deployment_view(app.client, deployment)
-    text = f"Deployment {deployment_line(view)}"
-    if view.status in DeploymentStatus.PENDING:
-        text += f"; call get_deployment_status with deployment_id {view.id} until it is DEPLOYED"
+    view = deployment_summary(app.client, deployment)
+    text = progress_text(view, waited=wait, timeout=timeout)
+    if view.id != target:
+        text = (
+            f"The platform has no load route, so unloaded deployment {target} was deployed again "
+            f"as the new deployment {view.id}; use {view.id} from now on. {text}"
+        )
     return structured(text, view)
 
 

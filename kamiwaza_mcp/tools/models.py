@@ -7,18 +7,25 @@ from typing import Annotated, Any
 from mcp_types import CallToolResult
 from pydantic import BaseModel, Field
 
-from ..client.models import CreateModelDeployment, Model
+from ..client.models import Model
 from ._common import (
+    DEFAULT_PAGE_SIZE,
+    ConfigId,
+    Cursor,
+    Limit,
     MaxConcurrentRequests,
     ModelReference,
     Replicas,
+    ResponseFormat,
     ToolContext,
     app_of,
     structured,
     tool,
 )
+from ._paging import page_text, paginate
+from ._views import PLATFORM_FIELD_DESCRIPTION, platform_fields
 
-__all__ = ["TOOLS"]
+__all__ = ["TOOLS", "model_sort_key"]
 
 # Keys of the estimate response that the result maps to its own fields; every
 # other key goes into the breakdown.
@@ -38,23 +45,26 @@ _MAPPED_ESTIMATE_KEYS = frozenset(
 
 
 class ModelView(BaseModel):
-    """A model the platform can deploy."""
+    """A model the platform can deploy; response_format detailed fills the optional fields."""
 
-    id: str | None = Field(description="model UUID")
     name: str = Field(description="model name")
+    id: str | None = Field(description="model UUID")
     repo_id: str | None = Field(description="Hugging Face repo id, when the model came from a hub")
-    family: str | None = Field(description="model family, such as llama")
-    hosted: str = Field(description="where the model is hosted, such as local")
-    files: list[str] = Field(description="names of the model's files")
     size_bytes: int = Field(
         description="total size of the model's files in bytes, where the platform reports it"
     )
+    family: str | None = Field(default=None, description="model family, such as llama")
+    hosted: str | None = Field(default=None, description="where the model is hosted, such as local")
+    files: list[str] | None = Field(default=None, description="names of the model's files")
+    platform: dict[str, Any] | None = Field(default=None, description=PLATFORM_FIELD_DESCRIPTION)
 
 
 class ModelList(BaseModel):
-    """The models registered on the platform."""
+    """One page of the models, by name."""
 
-    models: list[ModelView] = Field(description="models, in the platform's order")
+    models: list[ModelView] = Field(description="models of this page")
+    total: int = Field(description="models on all pages")
+    next_cursor: str | None = Field(description="cursor of the next page; null on the last page")
 
 
 class VramEstimate(BaseModel):
@@ -81,31 +91,70 @@ class VramEstimate(BaseModel):
     )
 
 
-def _model_view(model: Model) -> ModelView:
-    return ModelView(
-        id=model.id,
+def _model_view(model: Model, *, detailed: bool) -> ModelView:
+    view = ModelView(
         name=model.name,
+        id=model.id,
         repo_id=model.repo_modelId,
-        family=model.modelfamily,
-        hosted=model.hosted,
-        files=[file.name for file in model.m_files],
         size_bytes=sum(file.size or 0 for file in model.m_files),
     )
+    if detailed:
+        view.family = model.modelfamily
+        view.hosted = model.hosted
+        view.files = [file.name for file in model.m_files]
+        view.platform = platform_fields(model)
+    return view
+
+
+def model_sort_key(model: ModelView) -> tuple[str, str]:
+    """Return the key of the stable order of models: name ignoring case, then id."""
+    return (model.name.casefold(), model.id or "")
 
 
 @tool("List models", read_only=True)
-async def list_models(ctx: ToolContext) -> Annotated[CallToolResult, ModelList]:
-    """List the models the platform can deploy, with their ids, names and repo ids.
+async def list_models(
+    ctx: ToolContext,
+    limit: Limit = DEFAULT_PAGE_SIZE,
+    cursor: Cursor = None,
+    response_format: ResponseFormat = "concise",
+) -> Annotated[CallToolResult, ModelList]:
+    """List the models the platform can deploy, by name, with their ids and repo ids.
 
-    Pass a model's id, name or repo id to estimate_model_vram or deploy_model.
+    Pass a model's name, id or repo id to estimate_model_vram or deploy_model.
     """
-    models = await app_of(ctx).client.list_models()
-    view = ModelList(models=[_model_view(model) for model in models])
-    if not view.models:
-        return structured("No models. Add a Hugging Face model folder to the platform's models folder.", view)
-    lines = [f"{len(view.models)} model(s):"]
-    lines += [f"- {m.name} (id {m.id}" + (f", repo {m.repo_id})" if m.repo_id else ")") for m in view.models]
-    return structured("\n".join(lines), view)
+    app = app_of(ctx)
+    detailed = response_format == "detailed"
+    views = [_model_view(model, detailed=detailed) for model in await app.client.list_models()]
+    page = paginate(
+        views,
+        tool="list_models",
+        key=model_sort_key,
+        limit=limit,
+        cursor=cursor,
+        size_of=lambda view: max(len(_model_line(view)), len(view.model_dump_json(exclude_unset=True))),
+        max_tokens=app.policy.max_response_tokens,
+    )
+    result = ModelList(models=page.items, total=page.total, next_cursor=page.next_cursor)
+    if page.total == 0:
+        return structured(
+            "No models. Add a Hugging Face model folder to the platform's models folder.", result
+        )
+    text = page_text(
+        page,
+        noun="models",
+        lines=[_model_line(view) for view in page.items],
+        max_tokens=app.policy.max_response_tokens,
+        narrowing="pass response_format concise",
+    )
+    return structured(text, result)
+
+
+def _model_line(view: ModelView) -> str:
+    line = f"{view.name} (id {view.id}" + (f", repo {view.repo_id})" if view.repo_id else ")")
+    line += f", {view.size_bytes / 2**30:.2f} GiB"
+    if view.files is not None:
+        line += f"; family {view.family}; hosted {view.hosted}; files {', '.join(view.files)}"
+    return line
 
 
 @tool("Estimate model memory", read_only=True)
@@ -122,23 +171,18 @@ async def estimate_model_vram(
             description="context length in tokens; omit for the model's configured length",
         ),
     ] = None,
+    config_id: ConfigId = None,
 ) -> Annotated[CallToolResult, VramEstimate]:
-    """Estimate the GPU memory (or RAM on a CPU platform) a deployment of `model` needs, and whether it fits.
+    """Estimate the memory a deployment of a model needs (GPU, or RAM on a CPU platform), and whether it fits.
 
     Call it before deploy_model to choose replicas and concurrency.
     """
     client = app_of(ctx).client
     found = await client.resolve_model(model)
-    model_id = found.id or model
-    config = await client.default_config(model_id)
-    request = CreateModelDeployment(
-        m_id=model_id,
-        m_config_id=config.id,
-        m_file_id=config.m_file_id,
-        min_copies=replicas,
-        starting_copies=replicas,
-        max_concurrent_requests=max_concurrent_requests,
+    request = await client.deployment_request(
+        found, config_id=config_id, replicas=replicas, max_concurrent_requests=max_concurrent_requests
     )
+    model_id = request.m_id
     estimate = await client.estimate_model_vram(request)
     if context_length is not None:
         estimate = _with_context_length(estimate, context_length, replicas)

@@ -315,7 +315,9 @@ async def test_read_timeout_is_a_timeout_error() -> None:
         raise httpx.ReadTimeout("timed out", request=request)
 
     async with make_client(handler, max_retries=0) as client:
-        with pytest.raises(PlatformTimeoutError, match=r"timed out \(read\)"):
+        with pytest.raises(
+            PlatformTimeoutError, match=r"timed out waiting for the response \(read timeout 30 s\)"
+        ):
             await client.get_status()
 
 

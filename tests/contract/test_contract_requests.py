@@ -19,8 +19,8 @@ import pytest
 from contract_platform import LOCAL_ROUTES
 from openapi_contract import API_PREFIX, OpenAPISpec, load_spec
 
-from kamiwaza_mcp.client import InvalidRequestError, KamiwazaClient, PasswordLoginAuth
-from kamiwaza_mcp.client.models import CreateModelDeployment, Deployment
+from kamiwaza_mcp.client import KamiwazaClient, PasswordLoginAuth, UnloadedDeployments
+from kamiwaza_mcp.client.models import CreateModelDeployment, Deployment, Model
 from kamiwaza_mcp.local.routes_cluster import LOCAL_EXTENSIONS
 
 BASE = "https://kamiwaza.test/api"
@@ -266,6 +266,10 @@ def deployment() -> Deployment:
     return Deployment.model_validate(deployment_body())
 
 
+def model() -> Model:
+    return Model.model_validate(model_body())
+
+
 def password_login() -> httpx.Auth:
     return PasswordLoginAuth(BASE + "/auth/token", "operator", "scripted-password")
 
@@ -284,7 +288,13 @@ CASES = [
     case("list_model_configs", lambda c: c.list_model_configs(MODEL_ID), "GET /models/{model_id}/configs"),
     case("resolve_model", lambda c: c.resolve_model("acme/tiny-llama"), "GET /models/"),
     case("resolve_model", lambda c: c.resolve_model(MODEL_ID), "GET /models/{model_id}"),
-    case("default_config", lambda c: c.default_config(MODEL_ID), "GET /models/{model_id}/configs"),
+    case("select_config", lambda c: c.select_config(MODEL_ID), "GET /models/{model_id}/configs"),
+    case("select_config", lambda c: c.select_config(MODEL_ID, CONFIG_ID), "GET /models/{model_id}/configs"),
+    case(
+        "deployment_request",
+        lambda c: c.deployment_request(model(), replicas=2, max_concurrent_requests=4),
+        "GET /models/{model_id}/configs",
+    ),
     case(
         "estimate_model_vram",
         lambda c: c.estimate_model_vram(minimal_request()),
@@ -353,6 +363,21 @@ CASES = [
         "GET /ping",
         "POST /serving/deployment/{deployment_id}/load [local]",
         local_routes=True,
+    ),
+    # Kamiwaza 1.2.0 has no unload route: the deployment is read, then stopped.
+    case(
+        "unload_model",
+        lambda c: c.unload_model(DEPLOYMENT_ID),
+        "GET /ping",
+        "GET /serving/deployment/{deployment_id}",
+        "DELETE /serving/deployment/{deployment_id}",
+    ),
+    # Nor a load route: a deployment that is DEPLOYED is only read back.
+    case(
+        "load_model",
+        lambda c: c.load_model(DEPLOYMENT_ID),
+        "GET /ping",
+        "GET /serving/deployment/{deployment_id}",
     ),
     case(
         "chat_completion",
@@ -428,16 +453,38 @@ def test_local_routes_are_not_in_spec() -> None:
     assert len(LOCAL_ROUTES) == len(LOCAL_EXTENSIONS)
 
 
-@pytest.mark.parametrize("method", ["unload_model", "load_model"])
-async def test_local_routes_need_platform_support(method: str) -> None:
-    platform = ScriptedPlatform(load_spec(), local_routes=False)
-    transport = httpx.MockTransport(platform)
-    async with KamiwazaClient(BASE, api_key="scripted-api-key", transport=transport) as client:
-        with pytest.raises(InvalidRequestError) as caught:
-            await getattr(client, method)(DEPLOYMENT_ID)
+class StoppedDeploymentPlatform(ScriptedPlatform):
+    """A platform without the local routes whose deployment is STOPPED, as after an unload there."""
 
-    assert [sent.route for sent in platform.sent] == ["GET /ping"]
-    assert "stop_deployment" in str(caught.value)
+    def _answer(self, label: str) -> tuple[int, Any]:
+        if label == "GET /serving/deployment/{deployment_id}":
+            return 200, deployment_body("STOPPED")
+        return super()._answer(label)
+
+
+async def test_load_without_route_deploys_kept_request() -> None:
+    platform = StoppedDeploymentPlatform(load_spec(), local_routes=False)
+    transport = httpx.MockTransport(platform)
+    unloaded = UnloadedDeployments()
+    async with KamiwazaClient(BASE, transport=transport, unloaded=unloaded) as client:
+        await client.unload_model(DEPLOYMENT_ID)
+        await client.load_model(DEPLOYMENT_ID)
+
+    routes = [sent.route for sent in platform.sent]
+    assert routes == [
+        "GET /ping",
+        "GET /serving/deployment/{deployment_id}",
+        "GET /serving/deployment/{deployment_id}",
+        "GET /serving/deployment/{deployment_id}",
+        "GET /serving/deployments",
+        "POST /serving/deploy_model",
+        "GET /serving/deployment/{deployment_id}",
+    ]
+    for sent in platform.sent:
+        assert sent.errors == [], f"{sent.route}: {sent.errors}"
+    entry = unloaded.get(BASE, DEPLOYMENT_ID)
+    assert entry is not None
+    assert entry.reloaded_as == NEW_DEPLOYMENT_ID
 
 
 async def test_load_unload_support_is_probed_once() -> None:

@@ -11,42 +11,33 @@ deployment create their own.
 
 from __future__ import annotations
 
-import socket
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
 import anyio
 import pytest
 import pytest_asyncio
-import uvicorn
 from mcp import Client
-from mcp_support import DEPLOY_TIMEOUT, MODES, TINY_MODEL, Connection, FakeClock, Held, text_of
+from mcp_support import (
+    DEPLOY_TIMEOUT,
+    MODES,
+    TINY_MODEL,
+    Connection,
+    FakeClock,
+    Held,
+    serve_platform,
+    text_of,
+)
 
 from kamiwaza_mcp.client import KamiwazaClient
 from kamiwaza_mcp.config import ServerSettings
-from kamiwaza_mcp.local import LocalPlatform, LocalPlatformSettings
+from kamiwaza_mcp.local import LocalPlatformSettings
+from kamiwaza_mcp.policy import Policy
 from kamiwaza_mcp.server import build_server
 
-
-@asynccontextmanager
-async def serve_platform(settings: LocalPlatformSettings) -> AsyncIterator[str]:
-    """Serve a local platform on a free 127.0.0.1 port and yield its API base URL."""
-    async with LocalPlatform(settings) as platform:
-        listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        listener.bind(("127.0.0.1", 0))
-        port = listener.getsockname()[1]
-        config = uvicorn.Config(platform.app, lifespan="off", ws="none", log_config=None, access_log=False)
-        server = uvicorn.Server(config)
-        async with anyio.create_task_group() as task_group:
-            task_group.start_soon(server.serve, [listener])
-            # uvicorn reports readiness only through this flag.
-            with anyio.fail_after(30):
-                while not server.started:  # noqa: ASYNC110
-                    await anyio.sleep(0.02)
-            yield f"http://127.0.0.1:{port}/api"
-            server.should_exit = True
+# Lets deploy_model and load_model wait as long as a worker may take to start on a loaded machine.
+SLOW_WAIT = Policy(max_wait_seconds=DEPLOY_TIMEOUT)
 
 
 @pytest.fixture(scope="session")
@@ -78,7 +69,7 @@ async def rest(platform_url: str) -> AsyncIterator[KamiwazaClient]:
 async def conn(request: pytest.FixtureRequest, platform_url: str) -> AsyncIterator[Connection]:
     """An MCP client, in each connection mode, of a server that uses the shared platform."""
     clock = FakeClock()
-    server = build_server(ServerSettings(base_url=platform_url), clock=clock)
+    server = build_server(ServerSettings(base_url=platform_url, policy=SLOW_WAIT), clock=clock)
     held = Held(Client(server, mode=request.param))
     client = await held.start()
     yield Connection(client=client, mode=request.param, clock=clock)
@@ -87,8 +78,8 @@ async def conn(request: pytest.FixtureRequest, platform_url: str) -> AsyncIterat
 
 @pytest_asyncio.fixture(scope="session", loop_scope="session")
 async def shared_deployment(platform_url: str) -> AsyncIterator[dict[str, Any]]:
-    """The session's 2-replica deployment of the tiny model, as deploy_model returned it."""
-    held = Held(Client(build_server(ServerSettings(base_url=platform_url)), mode="legacy"))
+    """The session's 2-replica deployment of the tiny model, as get_deployment returns it after deploy_model."""
+    held = Held(Client(build_server(ServerSettings(base_url=platform_url, policy=SLOW_WAIT)), mode="legacy"))
     client = await held.start()
     try:
         with anyio.fail_after(DEPLOY_TIMEOUT + 30):
@@ -97,6 +88,9 @@ async def shared_deployment(platform_url: str) -> AsyncIterator[dict[str, Any]]:
             )
         assert result.is_error is False, text_of(result)
         assert result.structured_content is not None
-        yield result.structured_content
+        deployment_id = result.structured_content["id"]
+        view = await client.call_tool("get_deployment", {"deployment_id": deployment_id})
+        assert view.structured_content is not None, text_of(view)
+        yield view.structured_content
     finally:
         await held.close()

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 
 import anyio
 import pytest
@@ -12,6 +14,9 @@ from mcp.server.mcpserver.tools import Tool
 from mcp_support import text_of
 from mcp_types import CallToolResult
 
+from kamiwaza_mcp.app_context import AppContext
+from kamiwaza_mcp.client import KamiwazaClient
+from kamiwaza_mcp.guard import ConfirmationGuard
 from kamiwaza_mcp.tools._common import ToolContext, tool
 
 SECRET_DETAIL = "password=hunter2"
@@ -23,8 +28,15 @@ async def crash(ctx: ToolContext) -> CallToolResult:
     raise RuntimeError(f"database said {SECRET_DETAIL}")
 
 
+@asynccontextmanager
+async def unused_platform(_server: MCPServer[AppContext]) -> AsyncIterator[AppContext]:
+    # The crashing tool never calls the platform, so nothing listens at this address.
+    async with KamiwazaClient("http://127.0.0.1:9/api") as client:
+        yield AppContext(client=client, guard=ConfirmationGuard())
+
+
 async def test_unexpected_exception_is_sanitised(caplog: pytest.LogCaptureFixture) -> None:
-    server = MCPServer(tools=[Tool.from_function(crash.fn, name=crash.name)])
+    server = MCPServer(tools=[Tool.from_function(crash.fn, name=crash.name)], lifespan=unused_platform)
     caplog.set_level(logging.INFO)
 
     with anyio.fail_after(30):
@@ -41,6 +53,7 @@ async def test_unexpected_exception_is_sanitised(caplog: pytest.LogCaptureFixtur
     assert record.levelno == logging.ERROR
     assert record.getMessage() == "Tool crash raised an unexpected exception"
     assert record.exc_info is not None
+    assert record.exc_info[0] is RuntimeError
 
 
 def test_tool_without_ctx_is_rejected() -> None:

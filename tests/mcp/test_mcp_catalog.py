@@ -62,7 +62,8 @@ async def test_tools_list_publishes_sixteen_tools(conn: Connection) -> None:
         assert tool.description, name
         hints = tool.annotations
         assert hints is not None, name
-        assert hints.title == tool.title, name
+        # The title is published once, as the tool's own title.
+        assert hints.title is None, name
         assert (
             hints.read_only_hint,
             hints.destructive_hint,
@@ -121,7 +122,7 @@ async def test_generate_schema_pins_bounds(conn: Connection) -> None:
 async def test_list_models_reports_tiny_model(conn: Connection, rest: KamiwazaClient) -> None:
     model_id = await tiny_model_id(rest)
 
-    result = await conn.call("list_models")
+    result = await conn.call("list_models", {"response_format": "detailed"})
 
     assert result.is_error is False
     assert result.structured_content is not None
@@ -136,7 +137,7 @@ async def test_list_models_reports_tiny_model(conn: Connection, rest: KamiwazaCl
 
 async def test_estimate_matches_platform(conn: Connection, rest: KamiwazaClient) -> None:
     model_id = await tiny_model_id(rest)
-    config = await rest.default_config(model_id)
+    config = await rest.select_config(model_id)
     expected = await rest.estimate_model_vram(
         CreateModelDeployment(
             m_id=model_id, m_config_id=config.id, min_copies=2, starting_copies=2, max_concurrent_requests=3
@@ -165,7 +166,7 @@ async def test_estimate_matches_platform(conn: Connection, rest: KamiwazaClient)
 
 async def test_estimate_rescales_context_length(conn: Connection, rest: KamiwazaClient) -> None:
     model_id = await tiny_model_id(rest)
-    config = await rest.default_config(model_id)
+    config = await rest.select_config(model_id)
     base = await rest.estimate_model_vram(CreateModelDeployment(m_id=model_id, m_config_id=config.id))
     short = base["context_length"] // 4
 

@@ -13,7 +13,7 @@ import pytest
 from kamiwaza_mcp import __version__
 from kamiwaza_mcp.cli import main
 from kamiwaza_mcp.config import ServerSettings
-from kamiwaza_mcp.server import INSTRUCTIONS, build_server
+from kamiwaza_mcp.server import build_server
 
 
 def clean_env(tmp_path: Path, **extra: str) -> dict[str, str]:
@@ -74,12 +74,14 @@ def test_invalid_configuration_exits_with_status_2(tmp_path: Path) -> None:
 
 
 def test_instructions_give_the_workflow() -> None:
-    server = build_server(ServerSettings())
+    instructions = build_server(ServerSettings()).instructions
 
-    assert server.instructions == INSTRUCTIONS
-    assert "list_models -> estimate_model_vram -> deploy_model" in INSTRUCTIONS
-    assert "get_deployment_status until DEPLOYED" in INSTRUCTIONS
-    assert "stop_deployment and unload_model act only with a confirmation_token" in INSTRUCTIONS
+    assert instructions is not None
+    assert "list_models -> estimate_model_vram -> deploy_model (it waits up to 60 s" in instructions
+    assert "poll get_deployment_status until DEPLOYED) -> generate or simple_generate" in instructions
+    assert "stop_deployment and unload_model need the person's confirmation" in instructions
+    assert "the server asks them in a form when the client supports forms" in instructions
+    assert "pass next_cursor as cursor" in instructions
 
 
 def test_start_up_imports_no_engine(tmp_path: Path) -> None:

@@ -29,6 +29,7 @@ async def preview(conn: Connection, tool: str, deployment_id: str) -> str:
     view = result.structured_content
     assert view is not None
     assert view["action"] == tool
+    assert view["outcome"] == "preview"
     assert view["done"] is False
     assert view["deployment"]["id"] == deployment_id
     assert view["deployment"]["status"] == "DEPLOYED"
@@ -39,6 +40,11 @@ async def preview(conn: Connection, tool: str, deployment_id: str) -> str:
     assert text_of(result).startswith(f"Preview, nothing was done. {tool} would ")
     assert f"confirmation_token {token}" in text_of(result)
     return token
+
+
+async def instance_statuses(conn: Connection, deployment_id: str) -> set[str]:
+    listing = await conn.call_ok("list_model_instances", {"deployment_id": deployment_id})
+    return {instance["status"] for instance in listing["instances"]}
 
 
 async def assert_rejected(conn: Connection, tool: str, arguments: dict[str, Any], *fragments: str) -> None:
@@ -112,8 +118,10 @@ async def test_confirmation_flow(conn: Connection, shared_deployment: dict[str, 
     unloaded = await conn.call_ok("unload_model", {"deployment_id": own, "confirmation_token": unload_token})
     assert unloaded["done"] is True
     assert unloaded["confirmation_token"] is None
+    assert unloaded["outcome"] == "done"
     assert unloaded["deployment"]["status"] == "UNLOADED"
-    assert {instance["status"] for instance in unloaded["deployment"]["instances"]} == {"STOPPED"}
+    assert unloaded["deployment"]["replicas_up"] == 0
+    assert await instance_statuses(conn, own) == {"STOPPED"}
     refused = await conn.call("generate", {"deployment_id": own, "prompt": "hello"})
     assert refused.is_error is True
     assert text_of(refused) == (
@@ -127,7 +135,7 @@ async def test_confirmation_flow(conn: Connection, shared_deployment: dict[str, 
     )
     assert loaded["id"] == own
     assert loaded["status"] == "DEPLOYED"
-    assert [instance["status"] for instance in loaded["instances"]].count("DEPLOYED") == 1
+    assert loaded["replicas_up"] == 1
     generated = await conn.call_ok(
         "simple_generate", {"deployment_id": own, "prompt": "hello", "max_tokens": 4}
     )
@@ -146,10 +154,11 @@ async def test_confirmation_flow(conn: Connection, shared_deployment: dict[str, 
     stopped = await conn.call_ok("stop_deployment", {"deployment_id": own, "confirmation_token": stop_token})
     assert stopped["done"] is True
     assert stopped["deployment"]["status"] == "STOPPED"
-    assert {instance["status"] for instance in stopped["deployment"]["instances"]} == {"STOPPED"}
+    assert await instance_statuses(conn, own) == {"STOPPED"}
     assert await conn.status_of(own) == "STOPPED"
 
     again = await conn.call_ok("stop_deployment", {"deployment_id": own})
+    assert again["outcome"] == "nothing_to_do"
     assert again["done"] is False
     assert again["confirmation_token"] is None
     assert await conn.status_of(shared) == "DEPLOYED"

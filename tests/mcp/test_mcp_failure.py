@@ -10,6 +10,7 @@ from mcp import Client
 from mcp_support import DEPLOY_TIMEOUT, Connection, FakeClock, text_of
 
 from kamiwaza_mcp.config import ServerSettings
+from kamiwaza_mcp.policy import Policy
 from kamiwaza_mcp.server import build_server
 
 pytest_plugins = ["mcp_fixtures"]
@@ -20,7 +21,11 @@ async def test_model_without_weights_fails(tiny_model_dir: Path, tmp_path: Path)
     broken = tmp_path / "models" / "no-weights"
     broken.mkdir(parents=True)
     shutil.copy(tiny_model_dir / "config.json", broken / "config.json")
-    settings = ServerSettings(state_dir=tmp_path / "state", models_dir=tmp_path / "models")
+    settings = ServerSettings(
+        state_dir=tmp_path / "state",
+        models_dir=tmp_path / "models",
+        policy=Policy(max_wait_seconds=DEPLOY_TIMEOUT),
+    )
 
     async with Client(build_server(settings), mode="legacy") as client:
         conn = Connection(client=client, mode="legacy", clock=FakeClock())
@@ -33,8 +38,7 @@ async def test_model_without_weights_fails(tiny_model_dir: Path, tmp_path: Path)
         view = result.structured_content
         assert view is not None
         assert view["status"] == "FAILED"
-        assert view["last_error_code"] == "MODEL_LOADING_FAILURE"
-        assert view["last_error_message"]
+        assert view["last_error"].startswith("MODEL_LOADING_FAILURE: ")
         assert "last error MODEL_LOADING_FAILURE" in text_of(result)
 
         status = await conn.call("get_deployment_status", {"deployment_id": view["id"]})

@@ -132,3 +132,19 @@ def test_old_tokens_are_forgotten(guard: ConfirmationGuard, clock: FakeClock) ->
 def test_invalid_ttl_is_rejected() -> None:
     with pytest.raises(ValueError, match="ttl_seconds must be positive, got 0"):
         ConfirmationGuard(ttl_seconds=0)
+
+
+def test_question_age_is_taken_once(guard: ConfirmationGuard, clock: FakeClock) -> None:
+    guard.record_question("stop_deployment", DEPLOYMENT)
+    clock.now += 12.5
+
+    assert guard.take_question_age("stop_deployment", DEPLOYMENT) == 12.5
+    assert guard.take_question_age("stop_deployment", DEPLOYMENT) is None
+
+
+def test_question_is_bound_to_action_and_target(guard: ConfirmationGuard) -> None:
+    guard.record_question("unload_model", DEPLOYMENT)
+
+    assert guard.take_question_age("stop_deployment", DEPLOYMENT) is None
+    assert guard.take_question_age("unload_model", OTHER_DEPLOYMENT) is None
+    assert guard.take_question_age("unload_model", DEPLOYMENT) == 0

@@ -9,6 +9,7 @@ from mcp import Client
 from mcp_support import DEPLOY_TIMEOUT, TINY_MODEL, Connection, FakeClock, text_of
 
 from kamiwaza_mcp.config import ServerSettings
+from kamiwaza_mcp.policy import Policy
 from kamiwaza_mcp.server import build_server
 
 pytest_plugins = ["mcp_fixtures"]
@@ -16,7 +17,9 @@ pytestmark = [pytest.mark.asyncio(loop_scope="session"), pytest.mark.slow]
 
 
 async def test_restart_lists_earlier_deployment(models_dir: Path, tmp_path: Path) -> None:
-    settings = ServerSettings(state_dir=tmp_path / "state", models_dir=models_dir)
+    settings = ServerSettings(
+        state_dir=tmp_path / "state", models_dir=models_dir, policy=Policy(max_wait_seconds=DEPLOY_TIMEOUT)
+    )
 
     async with Client(build_server(settings), mode="legacy") as client:
         first = Connection(client=client, mode="legacy", clock=FakeClock())
@@ -36,7 +39,6 @@ async def test_restart_lists_earlier_deployment(models_dir: Path, tmp_path: Path
         [entry] = listing["deployments"]
         assert entry["id"] == deployed["id"]
         assert entry["model_name"] == TINY_MODEL
-        assert entry["created_at"] == deployed["created_at"]
 
         # The platform starts the deployment's workers again after the restart;
         # load_model leaves a DEPLOYING deployment as it is and waits for it.

@@ -77,7 +77,8 @@ async def test_instances_of_deployment(conn: Connection, shared_deployment: dict
     listing = await conn.call_ok("list_model_instances", {"deployment_id": deployment_id})
     everything = await conn.call_ok("list_model_instances")
 
-    assert listing["instances"] == shared_deployment["instances"]
+    by_id = sorted(shared_deployment["instances"], key=lambda instance: instance["id"])
+    assert listing["instances"] == by_id
     assert {i["deployment_id"] for i in listing["instances"]} == {deployment_id}
     all_ids = {instance["id"] for instance in everything["instances"]}
     assert {instance["id"] for instance in listing["instances"]} <= all_ids
@@ -217,5 +218,5 @@ async def test_unknown_argument_is_rejected(conn: Connection, shared_deployment:
     assert result.is_error is True
     assert text_of(result) == (
         "InvalidRequestError: get_deployment does not accept the argument verbose; nothing was done; "
-        "call it again with only these arguments: deployment_id"
+        "call it again with only these arguments: deployment_id, response_format"
     )
