@@ -27,6 +27,10 @@ __all__ = ["main"]
 logger = logging.getLogger(__name__)
 
 _LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+# Kept equal to kamiwaza_mcp.local.serve's TOKEN_ENV and DEFAULT_PORT, which are not imported
+# here so that --help and the stdio server do not load the local platform.
+_PLATFORM_TOKEN_ENV = "KAMIWAZA_MCP_PLATFORM_TOKEN"
+_PLATFORM_DEFAULT_PORT = 8765
 # Flags that configure the HTTP listener, rejected with `--transport stdio`.
 _HTTP_ONLY_FLAGS = {
     "host": "--host",
@@ -75,7 +79,53 @@ def _parser() -> argparse.ArgumentParser:
     )
     _add_http_arguments(parser)
     _add_policy_arguments(parser)
+    _add_platform_command(parser)
     return parser
+
+
+def _add_platform_command(parser: argparse.ArgumentParser) -> None:
+    """Add `platform serve`, which runs the embedded local platform on its own, without MCP."""
+    commands = parser.add_subparsers(dest="command", metavar="{platform}")
+    platform = commands.add_parser(
+        "platform",
+        help="run the embedded local platform on its own; see 'kamiwaza-mcp platform serve --help'",
+    )
+    actions = platform.add_subparsers(dest="platform_action", metavar="{serve}", required=True)
+    serve = actions.add_parser(
+        "serve",
+        help="serve the local platform's Kamiwaza API over HTTP",
+        description=(
+            "Serve the Kamiwaza API of the embedded local platform over HTTP, so several MCP servers share "
+            "its deployments: point their KAMIWAZA_BASE_URL at http://HOST:PORT/api and KAMIWAZA_API_KEY "
+            f"at the token. The token comes from --token-file or ${_PLATFORM_TOKEN_ENV}; without either, one "
+            "is generated and printed once to stderr, and only a loopback address may be bound. Models come "
+            "from KAMIWAZA_MCP_MODELS_DIR and state is kept in KAMIWAZA_MCP_STATE_DIR."
+        ),
+    )
+    # The destinations differ from the HTTP transport's --host, --port and --token-file,
+    # whose defaults must stay None so the stdio check can tell whether they were given.
+    serve.add_argument(
+        "--host",
+        dest="platform_host",
+        metavar="HOST",
+        default="127.0.0.1",
+        help="address to bind (default: 127.0.0.1)",
+    )
+    serve.add_argument(
+        "--port",
+        dest="platform_port",
+        metavar="PORT",
+        type=int,
+        default=_PLATFORM_DEFAULT_PORT,
+        help=f"TCP port to listen on; 0 picks a free one (default: {_PLATFORM_DEFAULT_PORT})",
+    )
+    serve.add_argument(
+        "--token-file",
+        dest="platform_token_file",
+        type=Path,
+        metavar="PATH",
+        help="file whose content (surrounding whitespace removed) is the bearer token",
+    )
 
 
 def _add_policy_arguments(parser: argparse.ArgumentParser) -> None:
@@ -232,6 +282,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Parse the arguments, configure logging and serve until stdin closes or a stop signal; return the exit status."""
     parser = _parser()
     args = parser.parse_args(argv)
+    if args.command == "platform":
+        server_flags = [flag for name, flag in _HTTP_ONLY_FLAGS.items() if getattr(args, name) is not None]
+        if args.transport != "stdio":
+            server_flags.insert(0, "--transport")
+        if server_flags:
+            parser.error(f"{', '.join(server_flags)}: options of the MCP server, not of 'platform serve'")
+        return _serve_platform(args)
     if args.transport == "stdio":
         http_flags = [flag for name, flag in _HTTP_ONLY_FLAGS.items() if getattr(args, name) is not None]
         if http_flags:
@@ -281,6 +338,52 @@ def _serve_http(server: MCPServer[Any], options: HTTPOptions, *, generated: bool
         anyio.run(serve_http, server, options)
     except ConfigurationError as exc:
         logger.error("Invalid configuration: %s", exc)
+        return 2
+    except KeyboardInterrupt:
+        logger.info("Interrupted; stopping")
+    return 0
+
+
+def _serve_platform(args: argparse.Namespace) -> int:
+    """Run `platform serve`: the local platform's API over HTTP until SIGINT or SIGTERM."""
+    logging.basicConfig(
+        level=args.log_level,
+        stream=sys.stderr,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    # httpx logs every request at INFO, which would log each health probe of each worker.
+    logging.getLogger("httpx").setLevel(max(logging.WARNING, logging.getLevelName(args.log_level)))
+
+    token = os.environ.get(_PLATFORM_TOKEN_ENV, "").strip() or None
+    if args.platform_token_file is not None:
+        if token is not None:
+            logger.error(
+                "Invalid configuration: %s is set and so is --token-file; give the token one way",
+                _PLATFORM_TOKEN_ENV,
+            )
+            return 2
+        try:
+            token = args.platform_token_file.read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            logger.error(
+                "Invalid configuration: cannot read --token-file %r: %s", str(args.platform_token_file), exc
+            )
+            return 2
+        if not token:
+            logger.error(
+                "Invalid configuration: --token-file %r is empty; write the token into it",
+                str(args.platform_token_file),
+            )
+            return 2
+
+    # Imported here so that the MCP server never loads the local platform's web stack.
+    from .local.serve import serve
+
+    logger.info("Starting the kamiwaza-mcp %s local platform server", __version__)
+    try:
+        serve(args.platform_host, args.platform_port, token)
+    except (ValueError, OSError) as exc:
+        logger.error("Cannot serve the local platform: %s", exc)
         return 2
     except KeyboardInterrupt:
         logger.info("Interrupted; stopping")

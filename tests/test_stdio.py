@@ -25,6 +25,7 @@ EXPECTED_TOOLS = {
     "list_model_instances",
     "get_model_instance",
     "get_health",
+    "get_deployment_logs",
     "unload_model",
     "load_model",
     "simple_generate",

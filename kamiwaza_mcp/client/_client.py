@@ -7,6 +7,7 @@ to the deployment's OpenAI-compatible route on the same host.
 
 from __future__ import annotations
 
+import json
 import logging
 import random
 import re
@@ -37,6 +38,8 @@ from ._unloaded import UnloadedDeployments, load_by_deploying, unload_by_stoppin
 from .models import (
     ChatCompletion,
     Completion,
+    ContainerLogPatternResponse,
+    ContainerLogResponse,
     CreateModelDeployment,
     Deployment,
     Model,
@@ -386,6 +389,29 @@ class KamiwazaClient:
         body = await self._request("GET", "serving/health")
         return self._parse(list[dict[str, str]], body, "serving/health")
 
+    async def get_deployment_logs(
+        self, deployment_id: str, *, lines: int | None = None, instance_id: str | None = None
+    ) -> ContainerLogResponse:
+        """Return the newest lines of the deployment's logs, newest last.
+
+        `lines` and `instance_id` are query parameters of the local platform only, sent
+        when given. The Kamiwaza 1.2.0 spec declares neither, so a platform that ignores
+        them returns every stored line of every replica; callers trim to `lines` themselves.
+        """
+        path = f"serving/deployment/{_uuid(deployment_id, 'deployment')}/logs"
+        params: dict[str, str] = {}
+        if lines is not None:
+            params["lines"] = str(lines)
+        if instance_id is not None:
+            params["instance_id"] = _uuid(instance_id, "instance")
+        body = await self._request("GET", path, params=params or None)
+        return self._parse(ContainerLogResponse, body, path)
+
+    async def get_deployment_log_patterns(self, deployment_id: str) -> ContainerLogPatternResponse:
+        """Return which failure patterns (out of memory, CUDA errors, crashes, ...) the deployment's logs show."""
+        path = f"serving/deployment/{_uuid(deployment_id, 'deployment')}/logs/patterns"
+        return self._parse(ContainerLogPatternResponse, await self._request("GET", path), path)
+
     async def supports_load_unload(self) -> bool:
         """Return whether the platform has the deployment load and unload routes.
 
@@ -660,8 +686,17 @@ def _detail_of(response: httpx.Response) -> Any:
 
 
 def _detail_text(detail: Any) -> str:
-    """Render a platform detail for a message; a validation detail becomes `body.m_id: Field required`."""
-    if (
+    """Render a platform detail for a message.
+
+    A validation detail becomes `body.m_id: Field required`. An object detail with a
+    `message` text, such as the local platform's 507, becomes that message, and any
+    other object becomes JSON, never a Python repr.
+    """
+    if isinstance(detail, dict) and isinstance(detail.get("message"), str):
+        text = str(detail["message"])
+    elif isinstance(detail, dict):
+        text = json.dumps(detail, default=str)
+    elif (
         isinstance(detail, list)
         and detail
         and all(isinstance(item, dict) and "msg" in item for item in detail)
@@ -734,6 +769,13 @@ def _map_status_error(response: httpx.Response, auth_hints: Mapping[int, str]) -
     if status == 409:
         return DeploymentError(
             text, hint="check the deployment's status with get_deployment_status", **common
+        )
+    if status == 507 and path.endswith("/serving/deploy_model"):
+        return ResourceError(
+            text,
+            hint="lower replicas or max_concurrent_requests, choose a smaller model, "
+            "or deploy with force to skip the memory check",
+            **common,
         )
     if status in (429, 507):
         return ResourceError(text, hint="the deployment is busy or out of memory; retry later", **common)

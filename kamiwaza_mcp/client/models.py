@@ -18,6 +18,8 @@ __all__ = [
     "ChatCompletion",
     "ChatMessage",
     "Completion",
+    "ContainerLogPatternResponse",
+    "ContainerLogResponse",
     "CreateModelDeployment",
     "Deployment",
     "DeploymentStatus",
@@ -205,6 +207,29 @@ class RayStatus(_Response):
     nodes: list[RayNode] = Field(default_factory=list)
     resources: dict[str, float] = Field(default_factory=dict)
     message: str | None = None
+
+
+class ContainerLogResponse(_Response):
+    """Response of `GET /serving/deployment/{id}/logs`: the newest lines of the deployment's logs."""
+
+    deployment_id: str
+    log_file_path: str
+    logs: list[str]
+    total_lines_seen: int
+    current_lines_stored: int
+    compressed: bool
+    capture_active: bool
+    engine_type: str | None = None
+    container_id: str | None = None
+
+
+class ContainerLogPatternResponse(_Response):
+    """Response of `GET /serving/deployment/{id}/logs/patterns`: the failure patterns found in the logs."""
+
+    deployment_id: str
+    patterns_detected: dict[str, bool]
+    analysis_timestamp: str
+    failure_lines: list[dict[str, str]] = Field(default_factory=list)
 
 
 class ChatMessage(BaseModel):

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from mcp.server.mcpserver.tools import Tool
 
-from . import cluster, deployments, generation, instances, lifecycle, models
+from . import cluster, deployments, generation, instances, lifecycle, logs, models
 from ._common import ToolSpec
 from ._schema import portable_schema
 
@@ -19,6 +19,7 @@ TOOL_SPECS: tuple[ToolSpec, ...] = (
     *models.TOOLS,
     *deployments.TOOLS,
     *instances.TOOLS,
+    *logs.TOOLS,
     *lifecycle.TOOLS,
     *generation.TOOLS,
 )

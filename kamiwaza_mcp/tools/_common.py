@@ -78,6 +78,7 @@ _NARROWING_HINTS = {
     "simple_generate": "pass a lower max_tokens",
     "get_deployment": "pass response_format concise",
     "get_health": "pass deployment_id, a lower limit, or the next_cursor",
+    "get_deployment_logs": "pass a lower lines, or an instance_id",
 }
 
 

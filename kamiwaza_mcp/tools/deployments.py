@@ -54,6 +54,10 @@ from ._views import (
 
 __all__ = ["STOP", "TOOLS", "deployment_sort_key", "progress_text"]
 
+# The runtime_env key that makes the platform skip its memory check, so a deployment
+# the estimate says does not fit is created anyway.
+FORCE_ENV = "KAMIWAZA_FORCE"
+
 
 class DeploymentList(BaseModel):
     """One page of the deployments, oldest first."""
@@ -104,6 +108,7 @@ async def deploy_model(
     wait: Annotated[bool, Field(description="wait until the deployment is DEPLOYED or FAILED")] = True,
     wait_timeout_seconds: WaitTimeoutSeconds = None,
     config_id: ConfigId = None,
+    force: Annotated[bool, Field(description="deploy even when the estimate says it does not fit")] = False,
 ) -> Annotated[CallToolResult, DeploymentSummary]:
     """Create a new deployment of a model (check the fit with estimate_model_vram first).
 
@@ -123,6 +128,10 @@ async def deploy_model(
         max_concurrent_requests=max_concurrent_requests,
         engine_name=engine,
     )
+    if force:
+        request = request.model_copy(
+            update={"runtime_env": {**(request.runtime_env or {}), FORCE_ENV: "true"}}
+        )
     # NOTE: the body still carries `engine: "vllm"`, the API schema's default, when
     # `engine` is omitted. The local platform reads that as "choose"; whether a
     # Kamiwaza release does the same when engine_name is null is unverified.

@@ -54,7 +54,12 @@ SPEC_OPERATIONS = {
     "GET /serving/model_instances",
     "GET /serving/model_instance/{instance_id}",
     "GET /serving/health",
+    "GET /serving/deployment/{deployment_id}/logs",
+    "GET /serving/deployment/{deployment_id}/logs/patterns",
 }
+# Query parameters the client sends to spec operations that the spec does not declare: the
+# local platform's extensions. A platform that follows the spec ignores them.
+LOCAL_QUERY_PARAMETERS = {"GET /serving/deployment/{deployment_id}/logs": frozenset({"lines", "instance_id"})}
 
 
 # Scripted platform
@@ -132,6 +137,28 @@ SPEC_ANSWERS: dict[str, tuple[int, Any]] = {
     "GET /serving/model_instances": (200, [instance_body()]),
     "GET /serving/model_instance/{instance_id}": (200, instance_body()),
     "GET /serving/health": (200, [{"deployment_id": DEPLOYMENT_ID, "health": "healthy"}]),
+    "GET /serving/deployment/{deployment_id}/logs": (
+        200,
+        {
+            "deployment_id": DEPLOYMENT_ID,
+            "engine_type": "vllm",
+            "log_file_path": "/var/log/kamiwaza/deployment.log",
+            "logs": ["INFO starting engine", "INFO ready"],
+            "total_lines_seen": 2,
+            "current_lines_stored": 2,
+            "compressed": False,
+            "capture_active": True,
+        },
+    ),
+    "GET /serving/deployment/{deployment_id}/logs/patterns": (
+        200,
+        {
+            "deployment_id": DEPLOYMENT_ID,
+            "patterns_detected": {"oom": False, "cuda_error": False},
+            "failure_lines": [],
+            "analysis_timestamp": TIMESTAMP,
+        },
+    ),
 }
 
 
@@ -160,7 +187,8 @@ class ScriptedPlatform:
             return self._local_route(request)
 
         operation, _ = matched
-        self.sent.append(SentRequest(operation.label, self.spec.request_errors(operation, request)))
+        errors = self.spec.request_errors(operation, _without_local_query(operation.label, request))
+        self.sent.append(SentRequest(operation.label, errors))
         status, body = self._answer(operation.label)
         pointer = self.spec.response_pointer(operation, status)
         assert pointer is not None, f"the spec documents no {status} body for {operation.label}"
@@ -202,6 +230,15 @@ class ScriptedPlatform:
                 errors.append(f"{route} body lacks {field!r}")
         self.sent.append(SentRequest(route + " [runtime]", errors))
         return httpx.Response(200, json=completion_body(chat))
+
+
+def _without_local_query(label: str, request: httpx.Request) -> httpx.Request:
+    """Return `request` without the query parameters LOCAL_QUERY_PARAMETERS allows on `label`."""
+    allowed = LOCAL_QUERY_PARAMETERS.get(label, frozenset())
+    kept = [(name, value) for name, value in request.url.params.multi_items() if name not in allowed]
+    return httpx.Request(
+        request.method, request.url.copy_with(params=kept), headers=request.headers, content=request.content
+    )
 
 
 def _json_object(request: httpx.Request) -> dict[str, Any]:
@@ -349,6 +386,22 @@ CASES = [
         "GET /serving/model_instance/{instance_id}",
     ),
     case("get_health", lambda c: c.get_health(), "GET /serving/health"),
+    case(
+        "get_deployment_logs",
+        lambda c: c.get_deployment_logs(DEPLOYMENT_ID),
+        "GET /serving/deployment/{deployment_id}/logs",
+    ),
+    # `lines` and `instance_id` are local extensions, allowed by LOCAL_QUERY_PARAMETERS.
+    case(
+        "get_deployment_logs",
+        lambda c: c.get_deployment_logs(DEPLOYMENT_ID, lines=50, instance_id=INSTANCE_ID),
+        "GET /serving/deployment/{deployment_id}/logs",
+    ),
+    case(
+        "get_deployment_log_patterns",
+        lambda c: c.get_deployment_log_patterns(DEPLOYMENT_ID),
+        "GET /serving/deployment/{deployment_id}/logs/patterns",
+    ),
     case("supports_load_unload", lambda c: c.supports_load_unload(), "GET /ping"),
     case(
         "unload_model",
@@ -442,6 +495,30 @@ def test_contract_cases_cover_spec_operations() -> None:
         method, template = route.split(" ", 1)
         assert spec.operation(method, template).label == route
     assert len(spec_routes) >= 16
+
+
+def test_local_query_parameters_are_not_in_spec() -> None:
+    spec = load_spec()
+
+    for label, names in LOCAL_QUERY_PARAMETERS.items():
+        method, template = label.split(" ", 1)
+        declared = spec.parameters(spec.operation(method, template), "query")
+        assert names.isdisjoint(declared), f"{label} declares {sorted(names & set(declared))} now"
+
+
+async def test_logs_query_is_sent_only_when_given() -> None:
+    sent: list[httpx.QueryParams] = []
+
+    def record(request: httpx.Request) -> httpx.Response:
+        sent.append(request.url.params)
+        return httpx.Response(200, json=SPEC_ANSWERS["GET /serving/deployment/{deployment_id}/logs"][1])
+
+    async with KamiwazaClient(BASE, transport=httpx.MockTransport(record)) as client:
+        await client.get_deployment_logs(DEPLOYMENT_ID)
+        await client.get_deployment_logs(DEPLOYMENT_ID, lines=7)
+        await client.get_deployment_logs(DEPLOYMENT_ID, instance_id=INSTANCE_ID)
+
+    assert [dict(params) for params in sent] == [{}, {"lines": "7"}, {"instance_id": INSTANCE_ID}]
 
 
 def test_local_routes_are_not_in_spec() -> None:

@@ -31,6 +31,7 @@ EXPECTED_HINTS = {
     "list_model_instances": READ_ONLY,
     "get_model_instance": READ_ONLY,
     "get_health": READ_ONLY,
+    "get_deployment_logs": READ_ONLY,
     "unload_model": (False, True, True, False),
     "load_model": (False, False, True, False),
     "simple_generate": READ_ONLY,
@@ -52,7 +53,7 @@ def walk_properties(schema: dict[str, Any], path: str = "") -> list[tuple[str, d
 # Listing
 
 
-async def test_tools_list_publishes_sixteen_tools(conn: Connection) -> None:
+async def test_tools_list_publishes_every_tool(conn: Connection) -> None:
     listing = await conn.client.list_tools()
     tools = {tool.name: tool for tool in listing.tools}
 

@@ -35,6 +35,7 @@ READ_ONLY_TOOLS = {
     "list_model_instances",
     "get_model_instance",
     "get_health",
+    "get_deployment_logs",
     "simple_generate",
     "generate",
 }
