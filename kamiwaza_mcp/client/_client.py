@@ -67,11 +67,11 @@ _MAX_DETAIL_CHARS = 500
 class Timeouts(BaseModel):
     """Timeouts in seconds, by kind of operation.
 
-    `connect` bounds opening the connection, TLS handshake included. Each of the
-    others bounds every wait for data of a request of its kind, and together with
-    `connect` the whole request, up to the last byte of the response: `read` for
+    `connect` bounds opening the connection, TLS handshake included. `read` is for
     reads and other short calls, `deploy` for calls that start or stop replicas,
-    `generate` for text generation.
+    and `generate` for text generation. Each of these three bounds every wait for
+    data of a request of its kind. Added to `connect`, it also bounds the whole
+    request, up to the last byte of the response.
     """
 
     VARIABLES: ClassVar[dict[str, str]] = {

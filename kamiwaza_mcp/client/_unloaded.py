@@ -130,9 +130,9 @@ def creation_request_of(deployment: Deployment) -> CreateModelDeployment:
         for name in CreateModelDeployment.model_fields
         if name in record and record[name] is not None
     }
-    # NOTE: the record's lb_port is the port the platform assigned, not what the request
-    # asked for, so the new deployment asks for 0 and the platform picks again. A port
-    # that the original request chose is not kept.
+    # NOTE: the record's lb_port is the port the platform assigned, not the one the request
+    # named, so the new deployment requests 0 and the platform picks again. A port that
+    # the original request chose is not kept.
     fields["lb_port"] = 0
     return CreateModelDeployment.model_validate(fields)
 
