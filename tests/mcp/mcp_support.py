@@ -174,7 +174,7 @@ async def connect(
 async def serve_platform(settings: LocalPlatformSettings) -> AsyncIterator[str]:
     """Serve a local platform on a free 127.0.0.1 port and yield its API base URL."""
     async with LocalPlatform(settings) as platform:
-        listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
         listener.bind(("127.0.0.1", 0))
         port = listener.getsockname()[1]
         config = uvicorn.Config(platform.app, lifespan="off", ws="none", log_config=None, access_log=False)

@@ -122,7 +122,10 @@ def _check_keywords(schema: dict[str, Any], where: str) -> None:
             "to generate values for them"
         )
     if isinstance(schema.get("type"), list):
-        raise UnsupportedSchemaError(f"schema at {where or '/'} has a list of types {schema['type']}")
+        raise UnsupportedSchemaError(
+            f"schema at {where or '/'} has a list of types {schema['type']}; teach "
+            "tests/reliability/schema_strategies.py to generate values for each of them"
+        )
 
 
 def _string(schema: dict[str, Any]) -> st.SearchStrategy[str]:

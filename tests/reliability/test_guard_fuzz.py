@@ -5,22 +5,22 @@ calls stop_deployment or unload_model on it with a confirmation that must not
 be accepted. Tokens are random, of another type, real but cut or changed,
 expired, already used, or issued for the other action, for another deployment
 or by another server. Clients that support forms send a decline, a cancel, or a
-typed answer that is neither the model name nor the id. After every call the platform must have received no stop
-or unload request, the deployment must be DEPLOYED, and its worker must be the
-same live process.
+typed answer that is neither the model name nor the id. After every call the
+platform must have received no stop or unload request, the deployment must be
+DEPLOYED, and its worker must be the same live process.
 """
 
 from __future__ import annotations
 
 import logging
 import string
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import anyio
 import pytest
 from anyio.from_thread import BlockingPortal
 from hypothesis import HealthCheck, given, settings
@@ -103,7 +103,7 @@ def worker_pids(portal: BlockingPortal, hosted: HostedPlatform, deployment_id: s
 
 
 def is_alive(pid: int) -> bool:
-    """Whether the process runs and is no zombie; an ended child stays a zombie until reaped."""
+    """Return whether the process runs and is no zombie; an ended child stays a zombie until reaped."""
     try:
         state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
     except (FileNotFoundError, IndexError):
@@ -112,7 +112,8 @@ def is_alive(pid: int) -> bool:
 
 
 def wait_deployed(connection: Connection, deployment_id: str) -> None:
-    for _ in range(int(DEPLOY_TIMEOUT / 0.5)):
+    deadline = time.monotonic() + DEPLOY_TIMEOUT
+    while time.monotonic() < deadline:
         result = connection.call("get_deployment_status", {"deployment_id": deployment_id})
         status = (result.structured_content or {}).get("status")
         if status == "DEPLOYED":
@@ -120,7 +121,7 @@ def wait_deployed(connection: Connection, deployment_id: str) -> None:
         assert status in ("REQUESTED", "DEPLOYING"), (
             f"deployment {deployment_id} is {status}: {text_of(result)}"
         )
-        connection.portal.call(anyio.sleep, 0.5)
+        time.sleep(0.5)
     raise AssertionError(f"deployment {deployment_id} is not DEPLOYED after {DEPLOY_TIMEOUT:g} s")
 
 

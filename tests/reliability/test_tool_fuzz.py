@@ -51,6 +51,7 @@ FUZZ_POLICIES = {
     "list_model_instances": VALID_AND_INVALID,
     "get_model_instance": VALID_AND_INVALID,
     "get_health": VALID_AND_INVALID,
+    "get_deployment_logs": VALID_AND_INVALID,
     "unload_model": VALID_AND_INVALID,
     "load_model": VALID_AND_INVALID,
     "simple_generate": VALID_AND_INVALID,
@@ -118,7 +119,12 @@ def assert_server_answers(connection: Connection) -> None:
 
 
 def test_every_tool_has_a_fuzz_policy(fuzz_connection: Connection) -> None:
-    assert set(tool_schemas(fuzz_connection)) == set(FUZZ_POLICIES)
+    listed = set(tool_schemas(fuzz_connection))
+
+    assert listed - set(FUZZ_POLICIES) == set(), "add the new tools to FUZZ_POLICIES"
+    assert set(FUZZ_POLICIES) - listed == set(), (
+        "remove the tools the server no longer lists from FUZZ_POLICIES"
+    )
 
 
 @pytest.mark.parametrize("tool", sorted(FUZZ_POLICIES))
