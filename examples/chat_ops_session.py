@@ -143,6 +143,7 @@ async def run_session(state_dir: Path, model: str | None, wait_seconds: float) -
         )
         if not answer.get("text"):
             raise SystemExit("generate returned no text")
+        print("   (a tiny model with random weights writes noise; a real model writes an answer)", flush=True)
 
         step("Health")
         await call(client, "get_health", {"deployment_id": deployment_id})

@@ -79,7 +79,7 @@ class DeploymentStatusView(BaseModel):
 STOP = DestructiveAction(
     name="stop_deployment",
     verb="Stop",
-    effect="end every replica and free its memory, for good",
+    effect="end every replica and free its memory permanently",
     settled_statuses=frozenset({DeploymentStatus.STOPPED}),
     run=KamiwazaClient.stop_deployment,
 )
