@@ -277,7 +277,7 @@ async def run_destructive(
         return _preview(app, action, deployment)
 
     app.guard.redeem(token, action.name, target)
-    return await _act(app, action, deployment, "Done")
+    return await _act(app, action, deployment, "Done:")
 
 
 async def _finish_with_form(
