@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import shutil
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -17,6 +16,7 @@ import anyio
 import httpx
 import pytest
 import pytest_asyncio
+from platform_host import PlatformHost
 
 from kamiwaza_mcp.client import DeploymentError, KamiwazaClient
 from kamiwaza_mcp.client.models import CreateModelDeployment, Deployment
@@ -29,50 +29,6 @@ API = "http://kamiwaza.local/api"
 # Two tiny-model workers started in about 5 s on a 2-core CPU machine; the bound leaves room for a slow CI run.
 DEPLOY_TIMEOUT = 120
 STOP_TIMEOUT = 30
-
-
-class PlatformHost:
-    """Run a LocalPlatform in an asyncio task of its own for a module-scoped fixture.
-
-    pytest-asyncio sets a fixture up and tears it down in different tasks, and the
-    platform's task group must be exited in the task that entered it.
-    """
-
-    def __init__(self, settings: LocalPlatformSettings) -> None:
-        self._settings = settings
-        self._stop = asyncio.Event()
-        self._started: asyncio.Future[LocalPlatform] = asyncio.get_running_loop().create_future()
-        self._task: asyncio.Task[None] | None = None
-
-    async def __aenter__(self) -> LocalPlatform:
-        self._task = asyncio.create_task(self._run())
-        with anyio.fail_after(60):
-            return await self._started
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        self._stop.set()
-        assert self._task is not None
-        with anyio.fail_after(60):
-            await self._task
-
-    async def _run(self) -> None:
-        try:
-            async with LocalPlatform(self._settings) as platform:
-                self._started.set_result(platform)
-                await self._stop.wait()
-        except BaseException as exc:
-            if not self._started.done():
-                self._started.set_exception(exc)
-            raise
-
-
-@pytest.fixture(scope="module")
-def broken_model_dir(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path) -> Path:
-    """A copy of the tiny model whose weights file is not safetensors, so loading it fails."""
-    folder = tmp_path_factory.mktemp("broken") / "broken-llama"
-    shutil.copytree(tiny_model_dir, folder)
-    (folder / "model.safetensors").write_bytes(b"these bytes are not a safetensors file")
-    return folder
 
 
 @pytest.fixture(scope="module")

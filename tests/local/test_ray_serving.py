@@ -87,15 +87,6 @@ class PlatformHost:
 
 
 @pytest.fixture(scope="module")
-def broken_model_dir(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path) -> Path:
-    """A copy of the tiny model whose weights file is not safetensors, so loading it fails."""
-    folder = tmp_path_factory.mktemp("broken") / "broken-llama"
-    shutil.copytree(tiny_model_dir, folder)
-    (folder / "model.safetensors").write_bytes(b"these bytes are not a safetensors file")
-    return folder
-
-
-@pytest.fixture(scope="module")
 def settings(
     tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path, broken_model_dir: Path
 ) -> LocalPlatformSettings:
