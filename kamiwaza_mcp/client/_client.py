@@ -270,7 +270,7 @@ class KamiwazaClient:
     async def deploy_model(self, request: CreateModelDeployment) -> str:
         """Create a deployment and return its id.
 
-        The platform answers with the new id, or `false` on legacy releases when the
+        The platform returns the new id, or `false` on legacy releases when the
         deployment could not be created.
         """
         # A deploy is never repeated blindly. The ids that exist before the request
@@ -544,7 +544,7 @@ class KamiwazaClient:
         )
 
     async def _adopt_api_suffix(self) -> bool:
-        """Append `/api` to a base URL that serves the web dashboard, when `/api/ping` answers JSON.
+        """Append `/api` to a base URL that serves the web dashboard, when `/api/ping` returns JSON.
 
         Returns True when the base URL was changed and the request can be sent again.
         """

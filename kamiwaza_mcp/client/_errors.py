@@ -4,7 +4,7 @@
     ├── PlatformConnectionError    the platform could not be reached (refused, reset, TLS)
     │   └── PlatformTimeoutError   connect or read time ran out
     ├── InvalidRequestError        the request was rejected before it was sent (bad or ambiguous input)
-    └── APIError                   the platform answered with an error status or an unusable body
+    └── APIError                   the platform returned an error status or an unusable body
         ├── AuthenticationError    401 or 403
         ├── NotFoundError          404, or a 500 whose detail says the object was not found
         ├── ResourceError          429, 507, or a deployment that does not fit in memory
@@ -64,7 +64,7 @@ class PlatformConnectionError(KamiwazaError):
 
 
 class PlatformTimeoutError(PlatformConnectionError):
-    """The platform did not connect or answer within the configured timeout."""
+    """The platform did not connect or respond within the configured timeout."""
 
 
 class InvalidRequestError(KamiwazaError):
@@ -72,7 +72,7 @@ class InvalidRequestError(KamiwazaError):
 
 
 class APIError(KamiwazaError):
-    """The platform answered with an error status or a body the client cannot use."""
+    """The platform returned an error status or a body the client cannot use."""
 
     def __init__(
         self,
