@@ -1,7 +1,8 @@
 """Discovery of Hugging Face model folders on disk.
 
 A folder is a model when it contains config.json, with or without weights
-(`*.safetensors` files or a sharded `model.safetensors.index.json`). Model ids are
+(`*.safetensors` files or a sharded `model.safetensors.index.json`), or when it
+contains `*.gguf` files, which llama.cpp serves and which need no config.json. Model ids are
 uuid5 of the resolved folder path, so they stay the same across restarts.
 
 Models a user downloaded with huggingface_hub sit in its hub cache as
@@ -18,6 +19,8 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from .gguf import read_gguf_header
 
 __all__ = [
     "DiscoveredModel",
@@ -126,11 +129,14 @@ def inspect_model_folder(
     `repo_id` is used when the config's `_name_or_path` is not an `org/name` id, and
     `hub_repo_id` (the repo a hub cache folder belongs to) is used in any case. `name`
     defaults to the folder's name. Raises FileNotFoundError when config.json is missing
-    and ValueError when it is invalid.
+    and ValueError when it is invalid. A folder with `*.gguf` files and no config.json is
+    described from the GGUF metadata of its first file.
     """
     path = path.resolve()
     if not path.is_dir():
         raise FileNotFoundError(f"model folder {path} not found")
+    if not (path / CONFIG_FILE).is_file() and _gguf_in(path):
+        return _inspect_gguf_folder(path, repo_id=hub_repo_id or repo_id, name=name)
     config = read_model_config(path)
 
     name_or_path = config.get("_name_or_path")
@@ -159,17 +165,17 @@ def scan_models_dir(models_dir: Path) -> list[DiscoveredModel]:
 
     A model sits either directly in `models_dir/<name>` or in `models_dir/<org>/<name>`,
     where it gets the repo id `org/name` unless its config names one. A folder whose
-    config.json cannot be read is logged and skipped. A missing `models_dir` gives [].
+    config.json or GGUF header cannot be read is logged and skipped. A missing `models_dir` gives [].
     """
     if not models_dir.is_dir():
         return []
     found: list[DiscoveredModel] = []
     for child in _subfolders(models_dir):
-        if (child / CONFIG_FILE).is_file():
+        if _is_model_folder(child):
             _add_model(found, child, repo_id=None)
             continue
         for grandchild in _subfolders(child):
-            if (grandchild / CONFIG_FILE).is_file():
+            if _is_model_folder(grandchild):
                 _add_model(found, grandchild, repo_id=f"{child.name}/{grandchild.name}")
     return sorted(found, key=lambda model: str(model.path))
 
@@ -178,7 +184,7 @@ def scan_hf_cache(hub_dir: Path) -> list[DiscoveredModel]:
     """Find the models in a Hugging Face hub cache, one per repo, sorted by repo id.
 
     Each repo contributes the snapshot that `refs/main` names, else its most recently
-    modified snapshot. A snapshot without config.json (a GGUF-only repo, say) is skipped.
+    modified snapshot. A snapshot without config.json and without `*.gguf` files is skipped.
     A missing `hub_dir` gives [].
     """
     if not hub_dir.is_dir():
@@ -190,11 +196,38 @@ def scan_hf_cache(hub_dir: Path) -> list[DiscoveredModel]:
         # Hub repo names cannot contain "--", so every "--" stands for the "/" of the repo id.
         repo_id = repo_dir.name.removeprefix(_HF_CACHE_MODEL_PREFIX).replace("--", "/")
         snapshot = _cache_snapshot(repo_dir)
-        if snapshot is None or not (snapshot / CONFIG_FILE).is_file():
-            logger.debug("Skipping %s: no snapshot with a config.json", repo_dir)
+        if snapshot is None or not _is_model_folder(snapshot):
+            logger.debug("Skipping %s: no snapshot with a config.json or a .gguf file", repo_dir)
             continue
         _add_model(found, snapshot, hub_repo_id=repo_id, name=repo_id.rsplit("/", 1)[-1])
     return sorted(found, key=lambda model: model.repo_id)
+
+
+def _is_model_folder(folder: Path) -> bool:
+    return (folder / CONFIG_FILE).is_file() or bool(_gguf_in(folder))
+
+
+def _gguf_in(folder: Path) -> list[Path]:
+    return sorted(file for file in folder.glob("*.gguf") if file.is_file())
+
+
+def _inspect_gguf_folder(path: Path, *, repo_id: str | None, name: str | None) -> DiscoveredModel:
+    """Describe a folder of GGUF files from the header of its first file (the first shard, when sharded).
+
+    Raises ValueError when that file is not valid GGUF.
+    """
+    header = read_gguf_header(_gguf_in(path)[0])
+    context_length = header.model_value("context_length")
+    return DiscoveredModel(
+        id=model_id_for_path(path),
+        name=name or path.name,
+        repo_id=repo_id or path.name,
+        family=header.architecture,
+        architecture=None,
+        context_length=context_length if isinstance(context_length, int) and context_length > 0 else None,
+        path=path,
+        files=_list_files(path),
+    )
 
 
 def _cache_snapshot(repo_dir: Path) -> Path | None:

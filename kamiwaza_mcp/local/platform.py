@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import uuid
 from contextlib import AsyncExitStack
@@ -19,12 +20,13 @@ from .admission import Admission
 from .app import create_app
 from .backends import ReplicaBackend
 from .engines import ENGINE_NAMES
+from .engines.selection import EngineUnavailableError, choose_engine, detect_hardware
 from .errors import ConflictError, InsufficientMemoryError, InvalidInputError, NotFoundError
 from .launcher import ACTIVE_STATUSES, Launcher
 from .monitor import monitor_workers
 from .ray_backend import RayBackend
 from .ray_cluster import RayCluster
-from .registry import DEFAULT_CONFIG_NAME, DEFAULT_ENGINE, ModelRegistry, RegistrationError, config_id_of
+from .registry import DEFAULT_CONFIG_NAME, ModelRegistry, RegistrationError, config_id_of
 from .schemas import (
     ContainerLogListResponse,
     ContainerLogPatternResponse,
@@ -43,8 +45,6 @@ __all__ = ["LocalPlatform"]
 
 logger = logging.getLogger(__name__)
 
-# Engine names a Kamiwaza client may send that mean "the platform's default engine" here.
-_DEFAULT_ENGINE_ALIASES = frozenset({"", "auto", "vllm"})
 _CONNECT_TIMEOUT = 5.0
 # `runtime_env` key that makes deploy_model skip the memory check (values "true", "1" or "yes").
 FORCE_ENV_KEY = "KAMIWAZA_FORCE"
@@ -211,10 +211,16 @@ class LocalPlatform:
         # stored and returned but not acted on: a deployment runs starting_copies workers until stopped.
         model = self.require_model(str(request.m_id))
         self._check_config(model, request)
-        engine = _select_engine(request)
+        engine = _select_engine(request, Path(model.path))
         await self._check_fits(model, request)
         # Ray's state is read once here, so the deployment's backend is fixed at creation.
         backend = "ray" if self.ray.running else "process"
+        if backend == "ray" and engine == "vllm":
+            raise InvalidInputError(
+                "engine 'vllm' runs as its own server process and cannot run as a Ray Serve replica; "
+                "stop the Ray cluster or choose engine_name 'transformers'"
+            )
+
         now = utc_now()
         record = DeploymentRecord(
             id=str(uuid.uuid4()),
@@ -452,18 +458,27 @@ class LocalPlatform:
         return self._locks.setdefault(deployment_id, anyio.Lock())
 
 
-def _select_engine(request: CreateModelDeployment) -> str:
-    """Pick the local engine: a local engine named in the request, else the default engine."""
-    for name in (request.engine_name, request.engine):
-        if name in ENGINE_NAMES:
-            return name
-    requested = (request.engine_name or "").lower()
-    if requested not in _DEFAULT_ENGINE_ALIASES:
-        raise InvalidInputError(
-            f"engine {request.engine_name!r} is not available on the local platform; "
-            f"use one of {', '.join(ENGINE_NAMES)}, or leave engine_name unset"
-        )
-    return DEFAULT_ENGINE
+def _select_engine(request: CreateModelDeployment, model_path: Path) -> str:
+    """Pick the engine: the one engine_name forces, else one chosen by the model's files and the hardware.
+
+    A Kamiwaza client may send "auto" or an empty engine_name to mean the platform's
+    choice. `engine` is followed only when it names a worker engine, because clients
+    send its schema default "vllm" without choosing it.
+    """
+    requested = (request.engine_name or "").strip().lower() or None
+    if requested == "auto":
+        requested = None
+    if requested is None and request.engine in ENGINE_NAMES:
+        requested = request.engine
+    # A folder with safetensors weights is served from those, as the memory estimate assumes.
+    has_gguf = any(model_path.glob("*.gguf")) and not any(model_path.glob("*.safetensors"))
+    hardware = detect_hardware()
+    if request.force_cpu:
+        hardware = dataclasses.replace(hardware, nvidia_gpu=False)
+    try:
+        return choose_engine(requested, has_gguf=has_gguf, hardware=hardware)
+    except EngineUnavailableError as exc:
+        raise InvalidInputError(str(exc)) from exc
 
 
 def _forced(request: CreateModelDeployment) -> bool:

@@ -58,7 +58,7 @@ class ModelRegistry:
                 self._store.delete_model(record.id)
 
     async def register(self, path: str) -> ModelRecord:
-        """Register the Hugging Face folder at `path`; raise RegistrationError when it is not one."""
+        """Register the model folder (Hugging Face or GGUF) at `path`; raise RegistrationError when it is not one."""
         model = await anyio.to_thread.run_sync(_inspect_registration, path)
         record = self._store.upsert_model(model.id, str(model.path), "registered", _info_of(model))
         logger.info("Registered model %s at %s", record.id, record.path)
@@ -94,7 +94,7 @@ def _inspect_registration(path: str) -> DiscoveredModel:
     try:
         return inspect_model_folder(folder)
     except FileNotFoundError as exc:
-        raise RegistrationError(f"{exc}; pass a folder that contains config.json") from exc
+        raise RegistrationError(f"{exc}; pass a folder that contains config.json or a .gguf file") from exc
     except (OSError, ValueError) as exc:
         raise RegistrationError(f"model folder {folder} cannot be read: {exc}") from exc
 

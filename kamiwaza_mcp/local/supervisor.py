@@ -12,6 +12,7 @@ import logging
 import os
 import secrets
 import signal
+import socket
 import subprocess
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -21,6 +22,7 @@ import anyio
 import httpx
 from anyio.abc import Process, TaskGroup
 
+from .engines.vllm_server import vllm_server_command
 from .log_patterns import CODE_LINE, LOAD_FAILURE_PATTERN, OOM_PATTERN
 from .oom import oom_kill_count
 from .settings import LocalPlatformSettings
@@ -198,23 +200,7 @@ class Supervisor:
         port_file.parent.mkdir(parents=True, exist_ok=True)
         spec.log_file.parent.mkdir(parents=True, exist_ok=True)
 
-        command = [
-            self._settings.python_executable,
-            "-m",
-            _WORKER_MODULE,
-            "--engine",
-            spec.engine,
-            "--model-path",
-            str(spec.model_path),
-            "--host",
-            HOST,
-            "--port-file",
-            str(port_file),
-            "--served-model-name",
-            spec.served_model_name,
-            "--device",
-            spec.device,
-        ]
+        command = self._command(spec, port_file)
         with spec.log_file.open("ab") as log:
             log.write(f"--- {utc_now()} starting worker {spec.instance_id}: {' '.join(command)}\n".encode())
             log.flush()
@@ -240,6 +226,34 @@ class Supervisor:
             "Started worker %s (pid %d) of deployment %s", spec.instance_id, process.pid, spec.deployment_id
         )
         return worker
+
+    def _command(self, spec: WorkerSpec, port_file: Path) -> list[str]:
+        python = self._settings.python_executable
+        if spec.engine == "vllm":
+            # vLLM's server takes a port instead of writing a port file, so the platform picks
+            # a free port and writes the file itself. Readiness is then vLLM's /health.
+            port = _free_port()
+            port_file.write_text(str(port))
+            return vllm_server_command(
+                python, spec.model_path, host=HOST, port=port, served_model_name=spec.served_model_name
+            )
+        return [
+            python,
+            "-m",
+            _WORKER_MODULE,
+            "--engine",
+            spec.engine,
+            "--model-path",
+            str(spec.model_path),
+            "--host",
+            HOST,
+            "--port-file",
+            str(port_file),
+            "--served-model-name",
+            spec.served_model_name,
+            "--device",
+            spec.device,
+        ]
 
     async def _wait_ready(self, worker: Worker) -> int:
         while True:
@@ -377,6 +391,13 @@ def _format_tail(lines: list[str]) -> str:
     if not lines:
         return "The worker log is empty."
     return "Last log lines:\n" + "\n".join(lines)
+
+
+def _free_port() -> int:
+    """Return a loopback port that is free now; another process may still take it before vLLM binds it."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind((HOST, 0))
+        return int(probe.getsockname()[1])
 
 
 def _read_port(port_file: Path) -> int | None:

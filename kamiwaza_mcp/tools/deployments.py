@@ -102,7 +102,7 @@ async def deploy_model(
         Field(
             min_length=1,
             max_length=64,
-            description="serving engine, such as vllm; omit to let the platform choose",
+            description="serving engine (vllm, transformers, llamacpp); omit to let the platform choose",
         ),
     ] = None,
     wait: Annotated[bool, Field(description="wait until the deployment is DEPLOYED or FAILED")] = True,

@@ -357,6 +357,17 @@ async def test_deploy_unknown_engine_is_400(settings: LocalPlatformSettings, tin
     assert "transformers" in response.json()["detail"]
 
 
+@pytest.mark.skipif(
+    shutil.which("nvidia-smi") is not None, reason="vllm is only rejected without an NVIDIA GPU"
+)
+async def test_deploy_vllm_without_gpu_is_400(settings: LocalPlatformSettings, tiny_model_dir: Path) -> None:
+    async with running(settings) as env:
+        body = await deploy_body(env.api, tiny_model_dir, engine_name="vllm")
+        response = await env.api.post("serving/deploy_model", json=body)
+    assert response.status_code == 400
+    assert "engine 'vllm'" in response.json()["detail"]
+
+
 # Estimate and cluster
 
 

@@ -32,7 +32,8 @@ __all__ = [
     "create_engine",
 ]
 
-ENGINE_NAMES = ("transformers",)
+# Engines that the worker process runs in-process; "vllm" runs its own server instead.
+ENGINE_NAMES = ("transformers", "llamacpp")
 
 
 def create_engine(name: str, model_path: Path, *, device: str = "auto") -> Engine:
@@ -44,4 +45,8 @@ def create_engine(name: str, model_path: Path, *, device: str = "auto") -> Engin
         from .transformers_engine import TransformersEngine
 
         return TransformersEngine(model_path, device=device)
+    if name == "llamacpp":
+        from .llamacpp_engine import LlamaCppEngine
+
+        return LlamaCppEngine(model_path, device=device)
     raise ValueError(f"unknown engine {name!r}; available engines: {', '.join(ENGINE_NAMES)}")
