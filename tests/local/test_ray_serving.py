@@ -349,7 +349,9 @@ async def test_runtime_route_passes_errors(api: httpx.AsyncClient, deployment: D
     base = f"http://kamiwaza.local/runtime/models/{deployment.id}/v1"
     models = await api.get(f"{base}/models")
     streaming = await api.post(f"{base}/chat/completions", json=chat_body("hi", stream=True))
-    completion = await api.post(f"{base}/completions", json={"prompt": "The river", "max_tokens": 3})
+    completion = await api.post(
+        f"{base}/completions", json={"prompt": "The river", "max_tokens": 3, "temperature": 0}
+    )
 
     assert models.status_code == 200
     assert [entry["id"] for entry in models.json()["data"]] == ["tiny-llama"]
