@@ -55,7 +55,7 @@ async def call(client: Client, tool: str, arguments: dict[str, Any]) -> dict[str
 
 
 def ensure_model(models_dir: Path) -> None:
-    """Create a tiny model in `models_dir` when it holds no model folder yet."""
+    """Create a tiny model in `models_dir` when it contains no model folder yet."""
     if any(models_dir.glob("*/config.json")) or any(models_dir.glob("*/*/config.json")):
         return
     from kamiwaza_mcp.local.tiny_model import create_tiny_model

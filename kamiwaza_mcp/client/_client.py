@@ -458,9 +458,9 @@ class KamiwazaClient:
     def endpoint_url(self, deployment: Deployment) -> str:
         """Return the deployment's OpenAI-compatible base URL, ending in `/v1`.
 
-        The platform's routing rules, in order: `access_path` when set; the
-        load-balancer port when it is neither 0 nor 443; otherwise the path
-        `/runtime/models/{id}/v1` on the API's host.
+        The platform routes in this order. `access_path` wins when it is set.
+        Next comes the load-balancer port, when it is neither 0 nor 443.
+        Otherwise the URL is the path `/runtime/models/{id}/v1` on the API's host.
         """
         parts = urlsplit(self._base_url)
         origin = f"{parts.scheme}://{parts.netloc}"

@@ -54,8 +54,8 @@ class PlatformConnectionError(KamiwazaError):
     """The platform could not be reached, or the connection broke mid-request.
 
     `request_sent` is False only when the request surely never reached the
-    platform (the connection or TLS handshake failed); otherwise the platform may
-    have acted on it.
+    platform, because the connection or the TLS handshake failed. Otherwise the
+    platform may have acted on it.
     """
 
     def __init__(self, message: str, *, hint: str | None = None, request_sent: bool = True) -> None:

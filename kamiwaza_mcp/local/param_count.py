@@ -20,8 +20,8 @@ __all__ = ["FAMILIES", "ParameterCount", "attention_shape", "count_parameters", 
 
 logger = logging.getLogger(__name__)
 
-# Which of q/k/v/o have a bias. "none" means none of them, and "qkv" means q, k and v
-# always (Qwen2). "qkv_flag" means q, k and v when the config's `qkv_bias` is true
+# The attention projections (q/k/v/o) that carry a bias. "none" means none of them, and
+# "qkv" means q, k and v always (Qwen2). "qkv_flag" means q, k and v when the config's `qkv_bias` is true
 # (Qwen2-MoE, default true), and "attention_bias" means all four when `attention_bias` is true.
 BiasRule = Literal["none", "qkv", "qkv_flag", "attention_bias"]
 MoeKind = Literal["dense", "mixtral", "qwen2_moe", "qwen3_moe"]

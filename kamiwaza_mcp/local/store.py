@@ -126,8 +126,8 @@ class DeploymentRecord:
 class InstanceRecord:
     """One replica slot of a deployment. A relaunch reuses the slot with a new pid and port.
 
-    On Ray, `node_id` is the hex id of the Ray node that runs the replica and
-    `replica_name` is Serve's replica id; both are None for worker processes.
+    On Ray, `node_id` is the hex id of the Ray node that runs the replica, and
+    `replica_name` is Serve's replica id. Both are None for worker processes.
     """
 
     id: str

@@ -150,8 +150,8 @@ async def ask_person(
 
     message = _form_message(action, view)
     if _response_comes_later(ctx):
-        # NOTE: the server cannot bound how long the client keeps this form open;
-        # it only makes a response that comes after the timeout act on nothing.
+        # NOTE: the server cannot bound how long the client keeps this form open.
+        # It can only make a response that arrives after the timeout act on nothing.
         if ctx.input_responses is None:
             app.guard.record_question(action.name, target)
         return Elicit(message, ConfirmationForm)

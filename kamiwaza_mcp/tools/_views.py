@@ -32,8 +32,8 @@ __all__ = [
 
 PLATFORM_FIELD_DESCRIPTION = "every field the platform returned; only with response_format detailed"
 
-# The platform may put a worker's last log lines into the error message; the
-# one-line summary keeps their start and the structured view keeps them all.
+# The platform may put a worker's last log lines into the error message. The
+# one-line summary keeps their start, and the structured view keeps them all.
 _MAX_ERROR_CHARS = 400
 
 

@@ -55,7 +55,7 @@ from ._views import (
 __all__ = ["STOP", "TOOLS", "deployment_sort_key", "progress_text"]
 
 # The runtime_env key that makes the platform skip its memory check, so a deployment
-# the estimate says does not fit is created anyway.
+# is created even when the estimate reports that it does not fit.
 FORCE_ENV = "KAMIWAZA_FORCE"
 
 
